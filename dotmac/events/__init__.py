@@ -1,0 +1,93 @@
+"""dotmac-events: publish and consume events through one small API on memory, Redis or Kafka.
+
+Importing this package imports no broker client: ``create_redis_bus`` and ``create_kafka_bus``
+load their adapter (and its extra) only when called.
+"""
+
+from dotmac.events.adapters import create_kafka_bus, create_redis_bus
+from dotmac.events.adapters.memory import MemoryBus, MemoryConfig, create_memory_bus
+from dotmac.events.backoff import ExponentialBackoff
+from dotmac.events.bus import EventBus, EventHandler, HealthStatus, Subscription
+from dotmac.events.codec import Codec, JsonCodec
+from dotmac.events.consumer import (
+    ConsumerOptions,
+    RetryPolicy,
+    create_exponential_retry_options,
+    run_consumer,
+)
+from dotmac.events.dlq import (
+    DLQEntry,
+    SimpleDLQ,
+    alert_on_dlq_entry,
+    create_dlq_consumer,
+    log_dlq_entry,
+)
+from dotmac.events.errors import (
+    BusClosedError,
+    CodecError,
+    ConfigurationError,
+    DecodeError,
+    EncodeError,
+    EventBusError,
+    HandlerTimeout,
+    InvalidEventError,
+    PublishError,
+    Reject,
+    RequestTimeout,
+    TransportError,
+    UnsupportedOperation,
+)
+from dotmac.events.event import DeliveryInfo, Event, EventMetadata
+from dotmac.events.observability.observer import CompositeObserver, NoopObserver, Observer
+from dotmac.events.policy import FailurePolicy, RedeliverPolicy
+
+# redis exports
+# kafka exports
+# observability exports
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BusClosedError",
+    "Codec",
+    "CodecError",
+    "CompositeObserver",
+    "ConfigurationError",
+    "ConsumerOptions",
+    "DLQEntry",
+    "DecodeError",
+    "DeliveryInfo",
+    "EncodeError",
+    "Event",
+    "EventBus",
+    "EventBusError",
+    "EventHandler",
+    "EventMetadata",
+    "ExponentialBackoff",
+    "FailurePolicy",
+    "HandlerTimeout",
+    "HealthStatus",
+    "InvalidEventError",
+    "JsonCodec",
+    "MemoryBus",
+    "MemoryConfig",
+    "NoopObserver",
+    "Observer",
+    "PublishError",
+    "RedeliverPolicy",
+    "Reject",
+    "RequestTimeout",
+    "RetryPolicy",
+    "SimpleDLQ",
+    "Subscription",
+    "TransportError",
+    "UnsupportedOperation",
+    "alert_on_dlq_entry",
+    "create_dlq_consumer",
+    "create_exponential_retry_options",
+    "create_kafka_bus",
+    "create_memory_bus",
+    "create_redis_bus",
+    "log_dlq_entry",
+    "run_consumer",
+]

@@ -1,0 +1,48 @@
+"""Transports. Redis and Kafka load lazily so the core never imports their client libraries."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dotmac.events.adapters.kafka import KafkaBus
+    from dotmac.events.adapters.redis import RedisStreamsBus
+
+__all__ = ["create_kafka_bus", "create_redis_bus"]
+
+
+def _missing_extra(extra: str, module: str, exc: ImportError) -> ImportError:
+    return ImportError(
+        f"{module} is not installed; the {extra} adapter needs it: "
+        f'pip install "dotmac-events[{extra}]"'
+    )
+
+
+def create_redis_bus(*args: Any, **kwargs: Any) -> RedisStreamsBus:
+    """Create a Redis Streams bus (see :func:`dotmac.events.adapters.redis.create_redis_bus`).
+
+    Raises:
+        ImportError: the ``redis`` extra is not installed (the message gives the pip line).
+    """
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError as exc:
+        raise _missing_extra("redis", "redis", exc) from exc
+    from dotmac.events.adapters.redis import create_redis_bus as factory
+
+    return factory(*args, **kwargs)
+
+
+def create_kafka_bus(*args: Any, **kwargs: Any) -> KafkaBus:
+    """Create a Kafka bus (see :func:`dotmac.events.adapters.kafka.create_kafka_bus`).
+
+    Raises:
+        ImportError: the ``kafka`` extra is not installed (the message gives the pip line).
+    """
+    try:
+        import aiokafka  # noqa: F401
+    except ImportError as exc:
+        raise _missing_extra("kafka", "aiokafka", exc) from exc
+    from dotmac.events.adapters.kafka import create_kafka_bus as factory
+
+    return factory(*args, **kwargs)

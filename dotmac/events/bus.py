@@ -1,0 +1,173 @@
+"""The EventBus contract. Every transport (memory, Redis Streams, Kafka) keeps it exactly.
+
+Delivery is at-least-once:
+
+* ``publish`` returns only once the transport has accepted the event, otherwise it raises.
+* A message is acknowledged only after its handler returned. If the handler raises, the message
+  stays unacknowledged and is delivered again (to this or another consumer of the group), after
+  a backoff, with ``event.delivery.count`` increased by one.
+* Consumers in the same group compete: each message goes to one of them. Different groups each
+  get every message. ``group=None`` gives the subscription a private group of its own (fan-out).
+* With ``concurrency=1`` messages with the same key are handled in publish order. With
+  ``concurrency=N`` up to N handlers run at once, on a pool of N workers; messages with the same
+  key always go to the same worker, so first deliveries of a key stay in order.
+* A message that cannot be decoded, or whose handler raised :class:`~dotmac.events.errors.Reject`,
+  is published to the dead-letter topic (``f"{topic}.DLQ"`` unless set) and only then acked.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from dotmac.events.event import Event
+from dotmac.events.policy import FailurePolicy
+
+__all__ = ["BacklogStats", "EventBus", "EventHandler", "HealthStatus", "Subscription"]
+
+EventHandler = Callable[[Event], Awaitable[Any]]
+"""An async callable taking an Event. Its return value is the reply to ``request()``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthStatus:
+    """The outcome of one health check."""
+
+    healthy: bool
+    adapter: str
+    latency_ms: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BacklogStats:
+    """Where messages are for one topic and group; None where the transport cannot tell.
+
+    ``length``: messages held for the topic (stream length, or sum of partition end offsets
+    minus start offsets). ``lag``: messages the group has not been handed yet. ``pending``:
+    handed out and not acked. ``oldest_pending_age``: seconds since the oldest pending message was
+    handed out. ``dlq_depth``: messages held on the topic's dead-letter topic.
+    """
+
+    topic: str
+    group: str | None
+    length: int | None = None
+    lag: int | None = None
+    pending: int | None = None
+    oldest_pending_age: float | None = None
+    dlq_depth: int | None = None
+
+
+class Subscription(abc.ABC):
+    """A running consumer of one topic in one group."""
+
+    topic: str
+    group: str
+
+    @abc.abstractmethod
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop fetching, wait up to ``timeout`` seconds for running handlers, ack what finished.
+
+        Messages whose handlers did not finish, and messages fetched but not started, stay
+        unacknowledged and go to another consumer of the group. Idempotent.
+        """
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """True once :meth:`close` has finished."""
+
+
+class EventBus(abc.ABC):
+    """Publish events and subscribe handlers to topics. Use it as an async context manager."""
+
+    adapter: str
+    """Short transport name: ``"memory"``, ``"redis"`` or ``"kafka"``."""
+
+    @abc.abstractmethod
+    async def publish(self, event: Event) -> None:
+        """Publish one event; return once the transport has accepted it.
+
+        Raises:
+            EncodeError: the payload is not JSON-serialisable or failed schema validation.
+            PublishError: the transport did not accept the event (nothing was half-sent).
+            BusClosedError: the bus is closed.
+        """
+
+    @abc.abstractmethod
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        """Publish several events in one round trip where the transport allows it.
+
+        Every event is encoded before any is sent, so an EncodeError sends nothing. On a
+        PublishError some events may have been accepted; publishing them again is safe for
+        at-least-once consumers.
+        """
+
+    @abc.abstractmethod
+    async def subscribe(
+        self,
+        topic: str,
+        handler: EventHandler,
+        *,
+        group: str | None = None,
+        concurrency: int = 1,
+        policy: FailurePolicy | None = None,
+    ) -> Subscription:
+        """Start consuming ``topic`` in ``group`` and return the running subscription.
+
+        ``policy`` decides, when the handler raises, how long to wait before the next delivery
+        or whether to dead-letter now (run_consumer passes its ConsumerOptions). The default
+        redelivers with capped exponential backoff until the handler succeeds or raises Reject.
+
+        Returns once the consumer has joined the group, so events published after this call
+        returns reach it. A named group that does not exist yet starts from the earliest
+        retained event; a private group (``group=None``) starts at the end of the topic.
+
+        Raises:
+            ConfigurationError: ``concurrency`` is below 1 or the topic/group name is invalid.
+            BusClosedError: the bus is closed.
+        """
+
+    async def request(self, topic: str, payload: Any, *, timeout: float = 5.0) -> Any:
+        """Publish ``payload`` and return the subscribed handler's return value.
+
+        Raises:
+            RequestTimeout: no reply within ``timeout`` seconds (nothing is left waiting).
+            UnsupportedOperation: this transport has no request-reply.
+        """
+        from dotmac.events.errors import UnsupportedOperation
+
+        raise UnsupportedOperation(f"{self.adapter} bus does not support request()")
+
+    @abc.abstractmethod
+    async def stats(self, topic: str, group: str | None = None) -> BacklogStats:
+        """Backlog numbers for ``topic`` (and ``group``), at bounded cost.
+
+        Raises:
+            TransportError: the broker could not be asked.
+        """
+
+    @abc.abstractmethod
+    async def health(self) -> HealthStatus:
+        """Check the transport once (it never raises; failures give ``healthy=False``)."""
+
+    @abc.abstractmethod
+    async def close(self, timeout: float | None = None) -> None:
+        """Close every subscription (see :meth:`Subscription.close`), then the transport.
+
+        Idempotent. Afterwards ``publish`` and ``subscribe`` raise BusClosedError.
+        """
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,110 @@
+"""The one error tree of dotmac-events.
+
+Callers never need to catch ``redis.exceptions`` or ``aiokafka.errors``: adapters translate
+native errors in one place and raise one of these ``from`` the original.
+
+::
+
+    EventBusError
+    ├── ConfigurationError (ValueError)   invalid config, raised at construction   not retryable
+    ├── InvalidEventError (ValueError)    an Event built with bad fields           not retryable
+    ├── PublishError                      the transport did not accept an event    retryable
+    ├── TransportError                    the broker failed or is unreachable      retryable
+    ├── BusClosedError (RuntimeError)     the bus or subscription is closed        not retryable
+    ├── UnsupportedOperation              the transport cannot do this             not retryable
+    ├── CodecError                                                                not retryable
+    │   ├── EncodeError (ValueError)      payload not JSON or failed its schema
+    │   └── DecodeError (ValueError)      bytes are not an event we can read
+    ├── HandlerTimeout (TimeoutError)     a handler ran past its time limit        retryable
+    ├── RequestTimeout (TimeoutError)     no reply to request() in time            retryable
+    └── Reject                            raised by a handler: dead-letter now     not retryable
+
+``retryable`` is a class attribute: ``True`` where trying the same thing again later can succeed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "BusClosedError",
+    "CodecError",
+    "ConfigurationError",
+    "DecodeError",
+    "EncodeError",
+    "EventBusError",
+    "HandlerTimeout",
+    "InvalidEventError",
+    "PublishError",
+    "Reject",
+    "RequestTimeout",
+    "TransportError",
+    "UnsupportedOperation",
+]
+
+
+class EventBusError(Exception):
+    """Root of every error this library raises."""
+
+    retryable: ClassVar[bool] = False
+
+
+class ConfigurationError(EventBusError, ValueError):
+    """A config value is invalid; the message names the field and why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class InvalidEventError(EventBusError, ValueError):
+    """An ``Event`` was constructed with a field of the wrong type or value."""
+
+
+class PublishError(EventBusError):
+    """The transport did not confirm that it accepted the event."""
+
+    retryable = True
+
+
+class TransportError(EventBusError):
+    """The broker failed, timed out or could not be reached."""
+
+    retryable = True
+
+
+class BusClosedError(EventBusError, RuntimeError):
+    """The bus (or subscription) was closed; nothing more can go through it."""
+
+
+class UnsupportedOperation(EventBusError):
+    """This transport cannot perform the operation (see its capabilities)."""
+
+
+class CodecError(EventBusError):
+    """Turning an event into bytes or back failed."""
+
+
+class EncodeError(CodecError, ValueError):
+    """The event cannot be encoded: a payload value is not JSON, or the schema rejected it."""
+
+
+class DecodeError(CodecError, ValueError):
+    """The bytes are not an event this codec can read; the message says what was wrong."""
+
+
+class HandlerTimeout(EventBusError, TimeoutError):
+    """A handler did not finish within ``ConsumerOptions.handler_timeout``."""
+
+    retryable = True
+
+
+class RequestTimeout(EventBusError, TimeoutError):
+    """``request()`` got no reply within its timeout."""
+
+    retryable = True
+
+
+class Reject(EventBusError):
+    """Raise from a handler to send the event to the dead-letter topic without retrying."""

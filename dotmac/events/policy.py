@@ -1,0 +1,61 @@
+"""How a subscription treats a failed handler: retry after a delay, or dead-letter now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from dotmac.events.backoff import ExponentialBackoff
+from dotmac.events.errors import Reject
+
+__all__ = ["FailurePolicy", "RedeliverPolicy"]
+
+
+@runtime_checkable
+class FailurePolicy(Protocol):
+    """Decides what happens to a message whose handler raised.
+
+    ``attempt`` is the message's delivery count: the number of the attempt that just failed.
+    """
+
+    @property
+    def handler_timeout(self) -> float | None:
+        """Seconds a handler may run before it counts as failed (HandlerTimeout); None: no limit."""
+        ...
+
+    def dlq_topic_for(self, topic: str) -> str:
+        """The dead-letter topic for messages of ``topic``."""
+        ...
+
+    def retry_delay(self, error: BaseException, attempt: int) -> float | None:
+        """Seconds to wait before delivering again, or None to dead-letter the message now."""
+        ...
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Seconds to wait before retrying something that is not the handler's fault
+        (a dead-letter publish that failed)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedeliverPolicy:
+    """The plain ``subscribe`` policy: redeliver with capped exponential backoff, forever.
+
+    Only :class:`~dotmac.events.errors.Reject` (and undecodable messages) go to the dead-letter
+    topic; use :func:`~dotmac.events.consumer.run_consumer` for a bounded retry budget.
+    """
+
+    backoff: ExponentialBackoff = field(default_factory=ExponentialBackoff)
+    dlq_topic: str | None = None
+    handler_timeout: float | None = None
+
+    def dlq_topic_for(self, topic: str) -> str:
+        return self.dlq_topic or f"{topic}.DLQ"
+
+    def retry_delay(self, error: BaseException, attempt: int) -> float | None:
+        if isinstance(error, Reject):
+            return None
+        return self.backoff.delay(attempt)
+
+    def backoff_delay(self, attempt: int) -> float:
+        return self.backoff.delay(attempt)
