@@ -1,0 +1,4 @@
+"""Shared fixtures. Broker fixtures live in tests/support and are imported here."""
+
+# redis fixtures
+# kafka fixtures
