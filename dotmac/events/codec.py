@@ -98,7 +98,8 @@ class JsonCodec:
         try:
             return orjson.dumps(envelope)
         except TypeError as exc:
-            where = _find_unserialisable(event.payload, "payload") or "payload"
+            found = (_find_unserialisable(v, name) for name, v in envelope.items())
+            where = next((w for w in found if w), "payload")
             raise EncodeError(
                 f"cannot encode event for topic {event.topic!r}: {where} is not JSON-serialisable"
             ) from exc

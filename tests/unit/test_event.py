@@ -1,0 +1,165 @@
+"""Event: generated identity, UTC timestamps, immutability and field validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from dotmac.events import DeliveryInfo, Event, EventMetadata, InvalidEventError
+
+
+def test_id_is_a_uuid_and_unique() -> None:
+    a = Event("t", {"n": 1})
+    b = Event("t", {"n": 1})
+    assert isinstance(a.id, uuid.UUID)
+    assert a.id != b.id
+
+
+def test_timestamp_is_aware_utc_and_recent() -> None:
+    before = datetime.now(UTC)
+    event = Event("t", None)
+    after = datetime.now(UTC)
+    assert event.timestamp.tzinfo is UTC
+    assert before <= event.timestamp <= after
+
+
+def test_non_utc_timestamp_is_converted_to_the_same_instant() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    local = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=plus_two)
+    event = Event("t", None, timestamp=local)
+    assert event.timestamp.tzinfo is UTC
+    assert event.timestamp == local
+    assert event.timestamp.hour == 10
+    assert event.timestamp.microsecond == 123456
+
+
+def test_naive_timestamp_is_rejected() -> None:
+    with pytest.raises(InvalidEventError, match="timezone-aware"):
+        Event("t", None, timestamp=datetime(2026, 1, 1, 0, 0))
+
+
+def test_constructor_matches_the_seed_signature() -> None:
+    meta = EventMetadata(correlation_id="c", producer="svc")
+    event = Event("orders", {"id": 1}, "k", {"h": "v"}, "tenant-a", meta)
+    assert (event.topic, event.payload, event.key) == ("orders", {"id": 1}, "k")
+    assert dict(event.headers) == {"h": "v"}
+    assert event.tenant_id == "tenant-a"
+    assert event.metadata is meta
+    assert event.delivery is None
+    assert event.delivery_count == 0
+
+
+def test_event_is_frozen() -> None:
+    event = Event("t", {"a": 1})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.topic = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.id = uuid.uuid4()  # type: ignore[misc]
+    meta = EventMetadata()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        meta.producer = "x"  # type: ignore[misc]
+
+
+def test_headers_are_read_only() -> None:
+    event = Event("t", None, headers={"a": "1"})
+    with pytest.raises(TypeError):
+        event.headers["b"] = "2"  # type: ignore[index]
+    assert dict(event.headers) == {"a": "1"}
+
+
+def test_callers_headers_dict_is_copied_and_never_mutated() -> None:
+    mine = {"a": "1"}
+    event = Event("t", None, headers=mine)
+    mine["b"] = "2"
+    assert dict(event.headers) == {"a": "1"}
+    extended = event.with_headers({"c": "3"})
+    assert mine == {"a": "1", "b": "2"}
+    assert dict(event.headers) == {"a": "1"}
+    assert dict(extended.headers) == {"a": "1", "c": "3"}
+
+
+def test_headers_none_means_empty() -> None:
+    assert dict(Event("t", None, headers=None).headers) == {}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "names"),
+    [
+        ({"topic": ""}, "topic"),
+        ({"topic": 5}, "topic"),
+        ({"key": 7}, "key"),
+        ({"tenant_id": b"t"}, "tenant_id"),
+        ({"metadata": {"correlation_id": "c"}}, "metadata"),
+        ({"id": "not-a-uuid-object"}, "id"),
+        ({"timestamp": "2026-01-01T00:00:00+00:00"}, "timestamp"),
+        ({"headers": {"a": 1}}, "headers"),
+        ({"headers": {1: "a"}}, "headers"),
+    ],
+)
+def test_bad_field_types_raise_invalid_event_error(kwargs: dict[str, object], names: str) -> None:
+    fields: dict[str, object] = {"topic": "t", "payload": None, **kwargs}
+    with pytest.raises(InvalidEventError, match=names):
+        Event(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["correlation_id", "causation_id", "producer", "schema_version"])
+def test_bad_metadata_fields_raise_invalid_event_error(name: str) -> None:
+    with pytest.raises(InvalidEventError, match=f"metadata.{name}"):
+        EventMetadata(**{name: 123})  # type: ignore[arg-type]
+
+
+def test_empty_content_type_is_rejected() -> None:
+    with pytest.raises(InvalidEventError, match="content_type"):
+        EventMetadata(content_type="")
+
+
+def test_invalid_event_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        Event("", None)
+
+
+def test_equality_ignores_delivery_and_hash_is_by_id() -> None:
+    event = Event("t", {"a": 1}, key="k")
+    twin = Event("t", {"a": 1}, key="k", id=event.id, timestamp=event.timestamp)
+    twin._received(DeliveryInfo(count=3, group="g", message_id="m"))
+    assert twin.delivery_count == 3
+    assert twin == event
+    assert hash(twin) == hash(event) == hash(event.id)
+    assert len({event, twin}) == 1
+    assert Event("t", {"a": 1}, key="k") != event  # a different id is a different event
+
+
+def test_equality_compares_content() -> None:
+    event = Event("t", {"a": 1})
+    other = Event("t", {"a": 2}, id=event.id, timestamp=event.timestamp)
+    assert other != event
+
+
+def test_unhashable_payload_still_hashes_by_id() -> None:
+    event = Event("t", {"list": [1, 2]})
+    assert hash(event) == hash(event.id)
+
+
+def test_with_headers_keeps_identity_and_content() -> None:
+    meta = EventMetadata(correlation_id="c")
+    event = Event("t", {"a": 1}, "k", {"x": "1"}, "tenant", meta)
+    copy = event.with_headers({"x": "2", "y": "3"})
+    assert copy.id == event.id
+    assert copy.timestamp == event.timestamp
+    assert (copy.topic, copy.payload, copy.key, copy.tenant_id, copy.metadata) == (
+        "t",
+        {"a": 1},
+        "k",
+        "tenant",
+        meta,
+    )
+    assert dict(copy.headers) == {"x": "2", "y": "3"}
+    assert copy != event  # headers differ
+
+
+def test_with_headers_validates_the_new_headers() -> None:
+    with pytest.raises(InvalidEventError):
+        Event("t", None).with_headers({"a": 1})  # type: ignore[dict-item]
