@@ -37,13 +37,13 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ConfigurationError("max_retries", f"must be an int >= 0, got {self.max_retries!r}")
+            raise ConfigurationError(
+                "max_retries", f"must be an int >= 0, got {self.max_retries!r}"
+            )
         if not isinstance(self.retry_on_exceptions, tuple) or not all(
             isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on_exceptions
         ):
-            raise ConfigurationError(
-                "retry_on_exceptions", "must be a tuple of exception classes"
-            )
+            raise ConfigurationError("retry_on_exceptions", "must be a tuple of exception classes")
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:
         """True when failed attempt ``attempt`` (1-based) may be followed by another."""
@@ -83,8 +83,12 @@ class ConsumerOptions:
             max_ms=self.backoff_max_delay_ms,
             jitter=self.jitter,
         )
-        if self.dlq_topic is not None and (not isinstance(self.dlq_topic, str) or not self.dlq_topic):
-            raise ConfigurationError("dlq_topic", f"must be a non-empty str, got {self.dlq_topic!r}")
+        if self.dlq_topic is not None and (
+            not isinstance(self.dlq_topic, str) or not self.dlq_topic
+        ):
+            raise ConfigurationError(
+                "dlq_topic", f"must be a non-empty str, got {self.dlq_topic!r}"
+            )
         if self.handler_timeout is not None and self.handler_timeout <= 0:
             raise ConfigurationError(
                 "handler_timeout", f"must be > 0 seconds or None, got {self.handler_timeout!r}"

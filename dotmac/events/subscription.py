@@ -11,11 +11,9 @@ waits. A failed message stays unacked, waits out its backoff, and is delivered a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import zlib
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -192,8 +190,12 @@ class ReceiverSubscription(Subscription):
                 await self._dead_letter(delivery, event, exc)
             else:
                 bus.observer.retried(
-                    event, group=self.group, adapter=bus.adapter, attempt=delivery.count,
-                    delay=delay, error=exc,
+                    event,
+                    group=self.group,
+                    adapter=bus.adapter,
+                    attempt=delivery.count,
+                    delay=delay,
+                    error=exc,
                 )
                 self._retry_later(delivery, delay)
             return
@@ -240,8 +242,13 @@ class ReceiverSubscription(Subscription):
             self._retry_later(delivery, self._policy.backoff_delay(delivery.count))
             return
         bus.observer.dead_lettered(
-            self.topic, group=self.group, adapter=bus.adapter, dlq_topic=dlq_topic,
-            attempts=delivery.count, error=error, event=event,
+            self.topic,
+            group=self.group,
+            adapter=bus.adapter,
+            dlq_topic=dlq_topic,
+            attempts=delivery.count,
+            error=error,
+            event=event,
         )
         self._ack(delivery)
 
@@ -277,8 +284,14 @@ class ReceiverSubscription(Subscription):
         self._route(fresh)
 
     def _report(self, where: str, error: BaseException) -> None:
-        logger.warning("%s bus, topic %s, group %s: %s failed: %r",
-                       self._bus.adapter, self.topic, self.group, where, error)
+        logger.warning(
+            "%s bus, topic %s, group %s: %s failed: %r",
+            self._bus.adapter,
+            self.topic,
+            self.group,
+            where,
+            error,
+        )
         self._bus.observer.error(self.topic, adapter=self._bus.adapter, where=where, error=error)
 
     # --- closing -------------------------------------------------------------------------------
@@ -309,10 +322,10 @@ class ReceiverSubscription(Subscription):
         _, late = await asyncio.wait(self._workers, timeout=max(deadline - loop.time(), 0))
         for lane, worker in enumerate(self._workers):
             if worker in late:
-                delivery = self._running[lane]
+                interrupted = self._running[lane]
                 worker.cancel()
-                if delivery is not None:
-                    unhandled.append(delivery)
+                if interrupted is not None:
+                    unhandled.append(interrupted)
         await asyncio.gather(*self._workers, fetch_task, flush_task, return_exceptions=True)
         try:
             acks = self._take_finished()

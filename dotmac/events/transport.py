@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 from dotmac.events.bus import EventBus, EventHandler, Subscription
 from dotmac.events.codec import Codec, JsonCodec
-from dotmac.events.policy import FailurePolicy, RedeliverPolicy
 from dotmac.events.errors import (
     BusClosedError,
     ConfigurationError,
@@ -29,6 +28,7 @@ from dotmac.events.errors import (
 )
 from dotmac.events.event import Event, EventMetadata
 from dotmac.events.observability.observer import NoopObserver, Observer
+from dotmac.events.policy import FailurePolicy, RedeliverPolicy
 
 __all__ = ["REPLY_TO_HEADER", "Delivery", "Receiver", "TransportBus"]
 

@@ -133,6 +133,13 @@ class MemoryBus(TransportBus):
         super().__init__(codec=codec, observer=observer, close_timeout=self.config.close_timeout)
         self._topics: dict[str, _Topic] = {}
 
+    def client(self, *, codec: Codec | None = None, observer: Observer | None = None) -> MemoryBus:
+        """Another bus on this bus's in-process broker, as a second process connects to the
+        same Redis: it shares topics and groups, and has its own subscriptions and close()."""
+        other = MemoryBus(self.config, codec=codec, observer=observer)
+        other._topics = self._topics
+        return other
+
     def _topic(self, name: str) -> _Topic:
         topic = self._topics.get(name)
         if topic is None:
@@ -194,8 +201,9 @@ class MemoryBus(TransportBus):
             topic=topic,
             group=group,
             length=0 if state is None else len(state.log),
-            lag=None if state is None or target is None else state.end - target.cursor
-            + len(target.returned),
+            lag=None
+            if state is None or target is None
+            else state.end - target.cursor + len(target.returned),
             pending=None if target is None else len(target.counts) - len(target.returned),
             oldest_pending_age=None,
             dlq_depth=0 if dlq is None else len(dlq.log),
@@ -276,20 +284,20 @@ class _MemoryReceiver:
             offset = delivery.offset
             if offset in self._mine:
                 self._mine.discard(offset)
-                counts.pop(offset, None)  # type: ignore[arg-type]
+                counts.pop(offset, None)
         self._topic.trim(self._bus.config.enable_persistence, self._bus.config.max_queue_size)
 
     async def redeliver(self, delivery: Delivery) -> Delivery | None:
         if delivery.offset not in self._mine:
             return None
-        return self._deliver(delivery.offset)  # type: ignore[arg-type]
+        return self._deliver(delivery.offset)
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
             offset = delivery.offset
             if offset in self._mine:
                 self._mine.discard(offset)
-                heapq.heappush(self._group.returned, offset)  # type: ignore[misc]
+                heapq.heappush(self._group.returned, offset)
         self._topic.wake()
 
     def interrupt(self) -> None:
@@ -297,7 +305,9 @@ class _MemoryReceiver:
         self.wakeup.set()
 
     async def close(self) -> None:
-        await self.release([Delivery(data=b"", count=0, message_id="", offset=o) for o in self._mine])
+        await self.release(
+            [Delivery(data=b"", count=0, message_id="", offset=o) for o in self._mine]
+        )
         self._topic.receivers.discard(self)
         self._group.members -= 1
         if self._group.private and self._group.members == 0:

@@ -1,4 +1,4 @@
-"""The Observer protocol: hooks the bus and run_consumer call on every path, once, above the transports.
+"""The Observer protocol: hooks the bus calls on every path, once, above the transports.
 
 An observer sees each publish and each handling through a context manager (so tracing can keep a
 span current around the send or the handler, and metrics can time it), plus point events for
@@ -28,22 +28,33 @@ class Observer(Protocol):
         leaving the block is the publish failing."""
         ...
 
-    def consuming(
-        self, event: Event, *, group: str, adapter: str
-    ) -> AbstractContextManager[None]:
+    def consuming(self, event: Event, *, group: str, adapter: str) -> AbstractContextManager[None]:
         """Wraps one handler call. An exception leaving the block is the handler failing."""
         ...
 
     def retried(
-        self, event: Event, *, group: str, adapter: str, attempt: int, delay: float,
+        self,
+        event: Event,
+        *,
+        group: str,
+        adapter: str,
+        attempt: int,
+        delay: float,
         error: BaseException,
     ) -> None:
         """A failed event will be delivered again after ``delay`` seconds."""
         ...
 
     def dead_lettered(
-        self, topic: str, *, group: str, adapter: str, dlq_topic: str, attempts: int,
-        error: BaseException, event: Event | None,
+        self,
+        topic: str,
+        *,
+        group: str,
+        adapter: str,
+        dlq_topic: str,
+        attempts: int,
+        error: BaseException,
+        event: Event | None,
     ) -> None:
         """A message went to ``dlq_topic`` (``event`` is None when it could not be decoded)."""
         ...
@@ -68,14 +79,27 @@ class NoopObserver:
         return contextlib.nullcontext()
 
     def retried(
-        self, event: Event, *, group: str, adapter: str, attempt: int, delay: float,
+        self,
+        event: Event,
+        *,
+        group: str,
+        adapter: str,
+        attempt: int,
+        delay: float,
         error: BaseException,
     ) -> None:
         return None
 
     def dead_lettered(
-        self, topic: str, *, group: str, adapter: str, dlq_topic: str, attempts: int,
-        error: BaseException, event: Event | None,
+        self,
+        topic: str,
+        *,
+        group: str,
+        adapter: str,
+        dlq_topic: str,
+        attempts: int,
+        error: BaseException,
+        event: Event | None,
     ) -> None:
         return None
 
@@ -105,7 +129,13 @@ class CompositeObserver:
             yield
 
     def retried(
-        self, event: Event, *, group: str, adapter: str, attempt: int, delay: float,
+        self,
+        event: Event,
+        *,
+        group: str,
+        adapter: str,
+        attempt: int,
+        delay: float,
         error: BaseException,
     ) -> None:
         for observer in self.observers:
@@ -114,13 +144,25 @@ class CompositeObserver:
             )
 
     def dead_lettered(
-        self, topic: str, *, group: str, adapter: str, dlq_topic: str, attempts: int,
-        error: BaseException, event: Event | None,
+        self,
+        topic: str,
+        *,
+        group: str,
+        adapter: str,
+        dlq_topic: str,
+        attempts: int,
+        error: BaseException,
+        event: Event | None,
     ) -> None:
         for observer in self.observers:
             observer.dead_lettered(
-                topic, group=group, adapter=adapter, dlq_topic=dlq_topic, attempts=attempts,
-                error=error, event=event,
+                topic,
+                group=group,
+                adapter=adapter,
+                dlq_topic=dlq_topic,
+                attempts=attempts,
+                error=error,
+                event=event,
             )
 
     def error(self, topic: str, *, adapter: str, where: str, error: BaseException) -> None:
