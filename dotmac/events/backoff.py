@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
 from dotmac.events.errors import ConfigurationError
 
 __all__ = ["ExponentialBackoff"]
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,6 +30,13 @@ class ExponentialBackoff:
     jitter: bool = False
 
     def __post_init__(self) -> None:
+        for name, value in (
+            ("backoff_base_ms", self.base_ms),
+            ("backoff_multiplier", self.multiplier),
+            ("backoff_max_delay_ms", self.max_ms),
+        ):
+            if not _finite_number(value):
+                raise ConfigurationError(name, f"must be a finite number, got {value!r}")
         if self.base_ms < 0:
             raise ConfigurationError("backoff_base_ms", f"must be >= 0, got {self.base_ms}")
         if self.multiplier < 1:

@@ -9,6 +9,7 @@ published to the dead-letter topic, and only once that publish succeeded is the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from dotmac.events.backoff import ExponentialBackoff
@@ -89,7 +90,9 @@ class ConsumerOptions:
             raise ConfigurationError(
                 "dlq_topic", f"must be a non-empty str, got {self.dlq_topic!r}"
             )
-        if self.handler_timeout is not None and self.handler_timeout <= 0:
+        if self.handler_timeout is not None and not (
+            isinstance(self.handler_timeout, int | float) and 0 < self.handler_timeout < math.inf
+        ):
             raise ConfigurationError(
                 "handler_timeout", f"must be > 0 seconds or None, got {self.handler_timeout!r}"
             )
