@@ -44,6 +44,16 @@ from dotmac.events.policy import FailurePolicy, RedeliverPolicy
 # redis exports
 # kafka exports
 # observability exports
+# isort: split
+from dotmac.events.observability import (
+    HealthChecker,
+    LoggingObserver,
+    MetricsCollector,
+    MetricsReport,
+    ObservabilityHooks,
+    create_default_hooks,
+    create_dotmac_observability_hooks,
+)
 
 __version__ = "0.1.0"
 
@@ -66,12 +76,17 @@ __all__ = [
     "ExponentialBackoff",
     "FailurePolicy",
     "HandlerTimeout",
+    "HealthChecker",
     "HealthStatus",
     "InvalidEventError",
     "JsonCodec",
+    "LoggingObserver",
     "MemoryBus",
     "MemoryConfig",
+    "MetricsCollector",
+    "MetricsReport",
     "NoopObserver",
+    "ObservabilityHooks",
     "Observer",
     "PublishError",
     "RedeliverPolicy",
@@ -83,7 +98,9 @@ __all__ = [
     "TransportError",
     "UnsupportedOperation",
     "alert_on_dlq_entry",
+    "create_default_hooks",
     "create_dlq_consumer",
+    "create_dotmac_observability_hooks",
     "create_exponential_retry_options",
     "create_kafka_bus",
     "create_memory_bus",

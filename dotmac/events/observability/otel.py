@@ -1,0 +1,273 @@
+"""OpenTelemetry tracing for every bus: the only module that imports ``opentelemetry`` (API only).
+
+Each publish gets a PRODUCER span ``send <topic>``; its W3C trace context is written into the
+event's headers (``traceparent``, ``tracestate``), so it travels through any transport. Each
+handler call gets a CONSUMER span ``process <topic>`` whose parent is that producer span, so a
+trace shows publish -> handling across processes. The span is current while the handler runs:
+spans the handler makes, and events it publishes, join the same trace.
+
+Attributes follow the OpenTelemetry messaging semantic conventions: ``messaging.system`` (the
+adapter: memory, redis, kafka), ``messaging.destination.name``, ``messaging.operation.type``
+(send / process), ``messaging.operation.name``, ``messaging.message.id`` (the event id, the same
+on both sides), ``messaging.message.conversation_id``, ``messaging.consumer.group.name`` and,
+where the transport has them, ``messaging.destination.partition.id``, ``messaging.kafka.offset``
+and ``messaging.kafka.message.key``. A failed handler call sets ERROR status and records the
+exception; it then ends with a ``retry`` event (attempt, delay) or a ``dead_letter`` event
+(dlq topic, attempts).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.propagate import get_global_textmap
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+except ImportError as exc:  # pragma: no cover - exercised in a venv without the extra
+    raise ImportError(
+        'opentelemetry-api is not installed; tracing needs it: pip install "dotmac-events[otel]"'
+    ) from exc
+
+from dotmac.events.errors import ConfigurationError
+from dotmac.events.event import Event
+
+__all__ = ["TracingObserver"]
+
+_SCOPE = "dotmac.events"
+_MAX_OPEN_FAILURES = 10_000
+
+
+def _error_type(error: BaseException) -> str:
+    cls = type(error)
+    name = cls.__qualname__
+    return name if cls.__module__ == "builtins" else f"{cls.__module__}.{name}"
+
+
+class TracingObserver:
+    """An Observer making producer and consumer spans.
+
+    Args:
+        tracer_provider: where spans go; the global provider when None (a no-op until the
+            application installs an SDK).
+        propagator: how context is written to and read from headers; the global propagator
+            (W3C trace context and baggage by default) when None.
+    """
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        propagator: TextMapPropagator | None = None,
+    ) -> None:
+        if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
+            raise ConfigurationError(
+                "tracer_provider",
+                f"must be an opentelemetry TracerProvider, got {tracer_provider!r}",
+            )
+        from dotmac.events import __version__
+
+        self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
+        self._propagator = propagator
+        # Spans of failed handler calls, kept open until retried()/dead_lettered() says what
+        # happened next. Bounded: past the limit the oldest are ended as they are.
+        self._failed: OrderedDict[tuple[object, str], Span] = OrderedDict()
+
+    def _textmap(self) -> TextMapPropagator:
+        return self._propagator or get_global_textmap()
+
+    def publishing(self, event: Event, *, adapter: str) -> _ProducerSpan:
+        return _ProducerSpan(self, event, adapter)
+
+    def consuming(self, event: Event, *, group: str, adapter: str) -> _ConsumerSpan:
+        return _ConsumerSpan(self, event, group, adapter)
+
+    def retried(
+        self,
+        event: Event,
+        *,
+        group: str,
+        adapter: str,
+        attempt: int,
+        delay: float,
+        error: BaseException,
+    ) -> None:
+        span = self._failed.pop((event.id, group), None)
+        if span is not None:
+            span.add_event(
+                "retry",
+                {"messaging.retry.attempt": attempt, "messaging.retry.delay_seconds": delay},
+            )
+            span.end()
+
+    def dead_lettered(
+        self,
+        topic: str,
+        *,
+        group: str,
+        adapter: str,
+        dlq_topic: str,
+        attempts: int,
+        error: BaseException,
+        event: Event | None,
+    ) -> None:
+        attributes: dict[str, str | int] = {
+            "messaging.dlq.destination.name": dlq_topic,
+            "messaging.dlq.attempts": attempts,
+        }
+        span = self._failed.pop((event.id, group), None) if event is not None else None
+        if span is None:  # undecodable: no producer context to continue, record it on its own
+            span = self.tracer.start_span(
+                f"process {topic}",
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": adapter,
+                    "messaging.destination.name": topic,
+                    "messaging.operation.type": "process",
+                    "messaging.operation.name": "process",
+                    "messaging.consumer.group.name": group,
+                    "error.type": _error_type(error),
+                },
+            )
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, _error_type(error)))
+        span.add_event("dead_letter", attributes)
+        span.end()
+
+    def error(self, topic: str, *, adapter: str, where: str, error: BaseException) -> None:
+        current = trace.get_current_span()
+        if current.is_recording():
+            current.add_event("error", {"dotmac.where": where, "error.type": _error_type(error)})
+
+    def _keep_failed(self, key: tuple[object, str], span: Span) -> None:
+        stale = self._failed.pop(key, None)
+        if stale is not None:
+            stale.end()
+        self._failed[key] = span
+        while len(self._failed) > _MAX_OPEN_FAILURES:
+            _, oldest = self._failed.popitem(last=False)
+            oldest.end()
+
+    def _close_stale(self, key: tuple[object, str]) -> None:
+        # A failed call whose dead-letter publish failed comes back without retried() or
+        # dead_lettered() having ended its span: end it now.
+        stale = self._failed.pop(key, None)
+        if stale is not None:
+            stale.end()
+
+
+class _ProducerSpan:
+    __slots__ = ("_adapter", "_event", "_observer", "_span", "_token")
+
+    def __init__(self, observer: TracingObserver, event: Event, adapter: str) -> None:
+        self._observer = observer
+        self._event = event
+        self._adapter = adapter
+        self._span: Span | None = None
+        self._token: object = None
+
+    def __enter__(self) -> Mapping[str, str]:
+        event = self._event
+        attributes: dict[str, Any] = {
+            "messaging.system": self._adapter,
+            "messaging.destination.name": event.topic,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "messaging.message.id": str(event.id),
+        }
+        if event.key is not None and self._adapter == "kafka":
+            attributes["messaging.kafka.message.key"] = event.key
+        if event.metadata is not None and event.metadata.correlation_id is not None:
+            attributes["messaging.message.conversation_id"] = event.metadata.correlation_id
+        span = self._span = self._observer.tracer.start_span(
+            f"send {event.topic}", kind=SpanKind.PRODUCER, attributes=attributes
+        )
+        ctx = trace.set_span_in_context(span)
+        self._token = otel_context.attach(ctx)
+        headers: dict[str, str] = {}
+        self._observer._textmap().inject(headers, context=ctx)
+        return headers
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+        span = self._span
+        assert span is not None
+        if exc is not None:
+            span.record_exception(exc)
+            span.set_attribute("error.type", _error_type(exc))
+            span.set_status(Status(StatusCode.ERROR, _error_type(exc)))
+        span.end()
+
+
+class _ConsumerSpan:
+    __slots__ = ("_adapter", "_event", "_group", "_observer", "_span", "_token")
+
+    def __init__(self, observer: TracingObserver, event: Event, group: str, adapter: str) -> None:
+        self._observer = observer
+        self._event = event
+        self._group = group
+        self._adapter = adapter
+        self._span: Span | None = None
+        self._token: object = None
+
+    def __enter__(self) -> None:
+        event = self._event
+        observer = self._observer
+        observer._close_stale((event.id, self._group))
+        parent = observer._textmap().extract(event.headers)
+        attributes: dict[str, Any] = {
+            "messaging.system": self._adapter,
+            "messaging.destination.name": event.topic,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.message.id": str(event.id),
+            "messaging.consumer.group.name": self._group,
+        }
+        delivery = event.delivery
+        if delivery is not None:
+            attributes["dotmac.delivery.count"] = delivery.count
+            if delivery.partition is not None:
+                attributes["messaging.destination.partition.id"] = str(delivery.partition)
+            if delivery.offset is not None and self._adapter == "kafka":
+                attributes["messaging.kafka.offset"] = delivery.offset
+        if event.key is not None and self._adapter == "kafka":
+            attributes["messaging.kafka.message.key"] = event.key
+        if event.metadata is not None and event.metadata.correlation_id is not None:
+            attributes["messaging.message.conversation_id"] = event.metadata.correlation_id
+        span = self._span = observer.tracer.start_span(
+            f"process {event.topic}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(span, parent))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+        span = self._span
+        assert span is not None
+        if exc is None:
+            span.end()
+        elif not isinstance(exc, Exception):  # cut short by close: the message goes back unacked
+            span.add_event("cancelled")
+            span.end()
+        else:
+            span.record_exception(exc)
+            span.set_attribute("error.type", _error_type(exc))
+            span.set_status(Status(StatusCode.ERROR, _error_type(exc)))
+            self._observer._keep_failed((self._event.id, self._group), span)
