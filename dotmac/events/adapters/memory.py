@@ -48,7 +48,7 @@ class MemoryConfig:
             raise ConfigurationError(
                 "max_queue_size", f"must be an int >= 1, got {self.max_queue_size!r}"
             )
-        if self.publish_timeout <= 0:
+        if not isinstance(self.publish_timeout, int | float) or not self.publish_timeout > 0:
             raise ConfigurationError(
                 "publish_timeout", f"must be > 0 seconds, got {self.publish_timeout!r}"
             )
@@ -56,7 +56,7 @@ class MemoryConfig:
             raise ConfigurationError(
                 "new_group_start", f"must be 'earliest' or 'latest', got {self.new_group_start!r}"
             )
-        if self.close_timeout <= 0:
+        if not isinstance(self.close_timeout, int | float) or not self.close_timeout > 0:
             raise ConfigurationError("close_timeout", f"must be > 0, got {self.close_timeout!r}")
 
 
@@ -105,6 +105,7 @@ class _Topic:
 
     def trim(self, keep_all: bool, max_size: int) -> None:
         if keep_all:
+            self.space.set()  # an ack frees room even when the history is kept
             return
         floor = min((g.floor() for g in self.groups.values()), default=self.end - max_size)
         while self.log and self.base < floor:

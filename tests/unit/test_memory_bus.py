@@ -1,0 +1,454 @@
+"""Memory bus specifics: sync construction, config checks, backpressure, history, request, close."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from dotmac.events import (
+    BusClosedError,
+    ConfigurationError,
+    Event,
+    EventBus,
+    MemoryBus,
+    MemoryConfig,
+    PublishError,
+    Reject,
+    RequestTimeout,
+    create_memory_bus,
+)
+from dotmac.events.testing import wait_until
+
+
+class Gate:
+    """A handler that records events and blocks until opened."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.seen: list[Event] = []
+
+    async def __call__(self, event: Event) -> None:
+        self.seen.append(event)
+        await self.opened.wait()
+
+
+# --- the seed README's "Unit Testing with Memory Adapter" snippet, unchanged ---------------------
+
+
+@pytest.mark.asyncio
+async def test_event_processing():
+    bus = create_memory_bus()
+    processed_events = []
+
+    async def handler(event):
+        processed_events.append(event)
+
+    await bus.subscribe("test.topic", handler)
+
+    # Publish test event
+    event = Event(topic="test.topic", payload={"test": "data"})
+    await bus.publish(event)
+
+    # Wait for processing
+    await asyncio.sleep(0.1)
+
+    assert len(processed_events) == 1
+    assert processed_events[0].payload["test"] == "data"
+
+    await bus.close()
+
+
+# --- construction ----------------------------------------------------------------------------
+
+
+def test_create_memory_bus_outside_a_running_loop() -> None:
+    with pytest.raises(RuntimeError):
+        asyncio.get_running_loop()
+    bus = create_memory_bus(MemoryConfig(max_queue_size=5, enable_persistence=True))
+    assert isinstance(bus, MemoryBus) and isinstance(bus, EventBus)
+    assert bus.adapter == "memory"
+
+    async def main() -> list[Any]:
+        got: asyncio.Queue[Event] = asyncio.Queue()
+        await bus.subscribe("sync.made", got.put)
+        await bus.publish(Event("sync.made", {"n": 1}))
+        await bus.publish(Event("sync.made", {"n": 2}))
+        payloads = [(await asyncio.wait_for(got.get(), 5)).payload for _ in range(2)]
+        await bus.close()
+        return payloads
+
+    assert asyncio.run(main()) == [{"n": 1}, {"n": 2}]
+
+
+def test_defaults() -> None:
+    config = MemoryConfig()
+    assert config.max_queue_size == 10_000
+    assert config.enable_persistence is False
+    assert config.publish_timeout == 30.0
+    assert config.new_group_start == "earliest"
+    assert create_memory_bus().config == config
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"max_queue_size": 0}, "max_queue_size"),
+        ({"max_queue_size": -3}, "max_queue_size"),
+        ({"max_queue_size": 2.5}, "max_queue_size"),
+        ({"max_queue_size": "100"}, "max_queue_size"),
+        ({"publish_timeout": 0}, "publish_timeout"),
+        ({"publish_timeout": -1.0}, "publish_timeout"),
+        ({"publish_timeout": "30"}, "publish_timeout"),
+        ({"publish_timeout": float("nan")}, "publish_timeout"),
+        ({"new_group_start": "middle"}, "new_group_start"),
+        ({"close_timeout": 0}, "close_timeout"),
+        ({"close_timeout": "10"}, "close_timeout"),
+    ],
+)
+def test_invalid_config_names_the_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        MemoryConfig(**kwargs)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: must be")
+
+
+async def test_subscribe_validates_its_arguments() -> None:
+    async with create_memory_bus() as bus:
+        for kwargs, field in (
+            ({"concurrency": 0}, "concurrency"),
+            ({"group": ""}, "group"),
+        ):
+            with pytest.raises(ConfigurationError, match=f"^{field}:"):
+                await bus.subscribe("t", Gate(), **kwargs)
+        with pytest.raises(ConfigurationError, match=r"^topic:"):
+            await bus.subscribe("", Gate())
+
+
+# --- backpressure ------------------------------------------------------------------------------
+
+
+async def _idle_group(bus: MemoryBus, topic: str, group: str) -> None:
+    """Create ``group`` on ``topic`` with nobody consuming: its backlog only grows."""
+    subscription = await bus.subscribe(topic, Gate(), group=group)
+    await subscription.close()
+
+
+async def test_publish_waits_for_room_and_proceeds_once_a_consumer_acks() -> None:
+    bus = create_memory_bus(MemoryConfig(max_queue_size=3, publish_timeout=5))
+    gate = Gate()
+    try:
+        await bus.subscribe("bp", gate, group="g")
+        for i in range(3):
+            await bus.publish(Event("bp", {"i": i}))
+        blocked = asyncio.create_task(bus.publish(Event("bp", {"i": 3})))
+        await asyncio.sleep(0.1)
+        assert not blocked.done(), "publish must wait while 3 events are unacked"
+        assert len(bus.history("bp")) == 3
+        gate.opened.set()
+        await asyncio.wait_for(blocked, 5)
+        await wait_until(lambda: len(gate.seen) == 4, 5, "all four handled")
+        assert [e.payload["i"] for e in gate.seen] == [0, 1, 2, 3]
+    finally:
+        await bus.close()
+
+
+async def test_publish_raises_publish_error_past_the_timeout() -> None:
+    bus = create_memory_bus(MemoryConfig(max_queue_size=2, publish_timeout=0.2))
+    try:
+        await _idle_group(bus, "full", "slow-group")
+        await bus.publish(Event("full", 1))
+        await bus.publish(Event("full", 2))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(PublishError) as info:
+            await bus.publish(Event("full", 3))
+        assert 0.15 <= loop.time() - started < 2
+        message = str(info.value)
+        assert "'full' is full" in message
+        assert "max_queue_size=2" in message
+        assert "0.2s" in message
+        assert [e.payload for e in bus.history("full")] == [1, 2]  # the third was not added
+    finally:
+        await bus.close()
+
+
+async def test_backpressure_with_persistence_wakes_the_publisher() -> None:
+    bus = create_memory_bus(
+        MemoryConfig(max_queue_size=2, publish_timeout=3, enable_persistence=True)
+    )
+    gate = Gate()
+    try:
+        await bus.subscribe("kept", gate, group="g")
+        await bus.publish(Event("kept", 0))
+        await bus.publish(Event("kept", 1))
+        blocked = asyncio.create_task(bus.publish(Event("kept", 2)))
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        gate.opened.set()
+        await asyncio.wait_for(blocked, 2)  # well before publish_timeout
+        assert [e.payload for e in bus.history("kept")] == [0, 1, 2]
+    finally:
+        await bus.close()
+
+
+async def test_topic_without_groups_never_blocks_and_keeps_the_newest() -> None:
+    bus = create_memory_bus(MemoryConfig(max_queue_size=3, publish_timeout=0.1))
+    try:
+        for i in range(10):
+            await bus.publish(Event("nobody", i))
+        assert [e.payload for e in bus.history("nobody")] == [7, 8, 9]
+        got: asyncio.Queue[Event] = asyncio.Queue()
+        await bus.subscribe("nobody", got.put, group="late")
+        payloads = [(await asyncio.wait_for(got.get(), 5)).payload for _ in range(3)]
+        assert payloads == [7, 8, 9]
+    finally:
+        await bus.close()
+
+
+# --- persistence ---------------------------------------------------------------------------------
+
+
+async def test_without_persistence_acked_events_are_dropped() -> None:
+    bus = create_memory_bus()
+    seen: list[Event] = []
+
+    async def handler(event: Event) -> None:
+        seen.append(event)
+
+    try:
+        await bus.subscribe("t", handler, group="g")
+        await bus.publish_many([Event("t", i) for i in range(5)])
+        await wait_until(lambda: len(seen) == 5, 5, "five handled")
+        await wait_until(lambda: bus.history("t") == [], 5, "acked events trimmed")
+    finally:
+        await bus.close()
+
+
+async def test_persistence_keeps_history_and_rewind_replays_it() -> None:
+    bus = create_memory_bus(MemoryConfig(enable_persistence=True))
+    seen: list[Event] = []
+
+    async def handler(event: Event) -> None:
+        seen.append(event)
+
+    try:
+        events = [Event("orders", {"n": i}, key="k") for i in range(5)]
+        await bus.subscribe("orders", handler, group="g")
+        await bus.publish_many(events)
+        await wait_until(lambda: len(seen) == 5, 5, "first pass")
+        await asyncio.sleep(0.05)  # let the acks land
+        assert bus.history("orders") == events
+        assert (await bus.stats("orders", "g")).lag == 0
+
+        bus.rewind("orders", "g", 2)
+        await wait_until(lambda: len(seen) == 8, 5, "replay from offset 2")
+        assert seen[5:] == events[2:]
+        assert all(e.delivery_count == 1 for e in seen)  # a replay is a fresh delivery
+
+        bus.rewind("orders", "g")
+        await wait_until(lambda: len(seen) == 13, 5, "replay from the start")
+        assert seen[8:] == events
+        assert bus.history("missing") == []
+    finally:
+        await bus.close()
+
+
+async def test_rewind_errors_name_the_field() -> None:
+    bus = create_memory_bus(MemoryConfig(enable_persistence=True))
+    try:
+        await _idle_group(bus, "r", "g")
+        await bus.publish(Event("r", 1))
+        with pytest.raises(ConfigurationError, match=r"^group:"):
+            bus.rewind("r", "nope")
+        with pytest.raises(ConfigurationError, match=r"^group:"):
+            bus.rewind("no-topic", "g")
+        with pytest.raises(ConfigurationError, match=r"^offset: .*\[0, 1\], got 5"):
+            bus.rewind("r", "g", 5)
+        with pytest.raises(ConfigurationError, match=r"^offset:"):
+            bus.rewind("r", "g", -1)
+    finally:
+        await bus.close()
+
+
+# --- request / reply ---------------------------------------------------------------------------
+
+
+async def test_request_returns_the_handlers_return_value() -> None:
+    bus = create_memory_bus()
+
+    async def price(event: Event) -> dict[str, Any]:
+        return {"sku": event.payload["sku"], "price": 9.99, "delivery": event.delivery_count}
+
+    try:
+        await bus.subscribe("price.lookup", price, group="pricing")
+        replies = await asyncio.gather(
+            *(bus.request("price.lookup", {"sku": f"s{i}"}, timeout=5) for i in range(20))
+        )
+        assert replies == [{"sku": f"s{i}", "price": 9.99, "delivery": 1} for i in range(20)]
+        assert bus._replies == {}
+    finally:
+        await bus.close()
+
+
+async def test_request_timeout_leaves_nothing_behind() -> None:
+    bus = create_memory_bus()
+    release = asyncio.Event()
+    finished: list[int] = []
+
+    async def slow(event: Event) -> str:
+        await release.wait()
+        finished.append(event.payload)
+        return "late"
+
+    try:
+        with pytest.raises(RequestTimeout, match=r"no reply on .nobody\.listens.") as info:
+            await bus.request("nobody.listens", 1, timeout=0.05)
+        assert isinstance(info.value, TimeoutError)
+        assert bus._replies == {}
+
+        await bus.subscribe("slow.op", slow, group="g")
+        with pytest.raises(RequestTimeout):
+            await bus.request("slow.op", 2, timeout=0.05)
+        assert bus._replies == {}
+        release.set()  # the late reply arrives and is dropped quietly
+        await wait_until(lambda: finished == [2], 5, "slow handler done")
+        await asyncio.sleep(0.05)
+        assert bus._replies == {}
+        assert await bus.request("slow.op", 3, timeout=5) == "late"
+    finally:
+        await bus.close()
+
+
+async def test_request_to_a_failing_handler_times_out() -> None:
+    bus = create_memory_bus()
+
+    async def broken(event: Event) -> None:
+        raise Reject("cannot answer")
+
+    try:
+        await bus.subscribe("q", broken, group="g")
+        with pytest.raises(RequestTimeout):
+            await bus.request("q", None, timeout=0.1)
+        assert bus._replies == {}
+    finally:
+        await bus.close()
+
+
+# --- close -------------------------------------------------------------------------------------
+
+
+async def test_everything_after_close_raises_bus_closed() -> None:
+    bus = create_memory_bus()
+    await bus.close()
+    assert bus.closed
+    for call in (
+        bus.publish(Event("t", 1)),
+        bus.publish_many([Event("t", 1)]),
+        bus.subscribe("t", Gate()),
+        bus.request("t", 1, timeout=1),
+    ):
+        with pytest.raises(BusClosedError, match="memory bus is closed") as info:
+            await call
+        assert isinstance(info.value, RuntimeError)
+
+
+async def test_close_is_idempotent_and_closes_subscriptions() -> None:
+    bus = create_memory_bus()
+    seen: list[Event] = []
+
+    async def handler(event: Event) -> None:
+        seen.append(event)
+
+    first = await bus.subscribe("t", handler, group="a")
+    second = await bus.subscribe("t", handler, concurrency=4)
+    await bus.publish(Event("t", 1))
+    await wait_until(lambda: len(seen) == 2, 5, "both groups handled it")
+    await asyncio.gather(bus.close(), bus.close())
+    await bus.close()
+    assert first.closed and second.closed
+    await first.close()  # a closed subscription closes again harmlessly
+    assert not (await bus.health()).healthy
+
+
+async def test_close_waits_for_running_handlers() -> None:
+    bus = create_memory_bus()
+    done: list[int] = []
+
+    async def handler(event: Event) -> None:
+        await asyncio.sleep(0.1)
+        done.append(event.payload)
+
+    await bus.subscribe("t", handler, group="g")
+    await bus.publish(Event("t", 1))
+    await wait_until(lambda: bus._topics["t"].groups["g"].counts != {}, 5, "handed out")
+    await bus.close(timeout=5)
+    assert done == [1]
+
+
+async def test_async_with_closes_the_bus() -> None:
+    async with create_memory_bus() as bus:
+        assert not bus.closed
+    assert bus.closed
+    with pytest.raises(BusClosedError):
+        await bus.publish(Event("t", 1))
+
+
+# --- stats and health ----------------------------------------------------------------------------
+
+
+async def test_stats_numbers() -> None:
+    bus = create_memory_bus()
+    gate = Gate()
+    try:
+        empty = await bus.stats("never")
+        assert (empty.length, empty.lag, empty.pending, empty.dlq_depth) == (0, None, None, 0)
+
+        await _idle_group(bus, "s", "g")
+        await bus.publish_many([Event("s", i) for i in range(5)])
+        await bus.publish_many([Event("s.DLQ", i) for i in range(2)])
+        stats = await bus.stats("s", "g")
+        assert (stats.topic, stats.group) == ("s", "g")
+        assert (stats.length, stats.lag, stats.pending, stats.dlq_depth) == (5, 5, 0, 2)
+        no_group = await bus.stats("s")
+        assert (no_group.length, no_group.lag, no_group.pending) == (5, None, None)
+        assert (await bus.stats("s", "unknown")).lag is None
+
+        await bus.subscribe("s", gate, group="g")  # prefetches all five, handles one at a time
+        await wait_until(lambda: len(gate.seen) == 1, 5, "first handled")
+        await wait_until(lambda: bus._topics["s"].groups["g"].cursor == 5, 5, "all fetched")
+        stats = await bus.stats("s", "g")
+        assert (stats.length, stats.lag, stats.pending) == (5, 0, 5)
+
+        gate.opened.set()
+        await wait_until(lambda: len(gate.seen) == 5, 5, "all handled")
+        await wait_until(lambda: bus.history("s") == [], 5, "all acked")
+        stats = await bus.stats("s", "g")
+        assert (stats.length, stats.lag, stats.pending) == (0, 0, 0)
+    finally:
+        await bus.close()
+
+
+async def test_stats_count_released_messages_as_lag() -> None:
+    bus = create_memory_bus()
+    gate = Gate()
+    try:
+        subscription = await bus.subscribe("r", gate, group="g")
+        await bus.publish_many([Event("r", i) for i in range(3)])
+        await wait_until(lambda: len(gate.seen) == 1, 5, "first handler running")
+        await subscription.close(timeout=0.05)  # handler never finishes: all three go back
+        stats = await bus.stats("r", "g")
+        assert (stats.length, stats.lag, stats.pending) == (3, 3, 0)
+    finally:
+        await bus.close()
+
+
+async def test_health() -> None:
+    bus = create_memory_bus()
+    status = await bus.health()
+    assert status.healthy and status.adapter == "memory" and status.latency_ms >= 0
+    await bus.publish(Event("a", 1))
+    assert (await bus.health()).details == {"topics": 1}
+    await bus.close()
+    assert not (await bus.health()).healthy
