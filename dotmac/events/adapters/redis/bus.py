@@ -1,0 +1,283 @@
+"""RedisStreamsBus: the EventBus contract on Redis Streams consumer groups.
+
+Wire format (one stream entry per event, stream key ``key_prefix + topic``)::
+
+    data  the codec's bytes (JsonCodec: the versioned JSON envelope with id, key, timestamp,
+          tenant_id, headers, metadata and payload)
+    key   the event key, when it has one (so consumers route by key without decoding)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from dotmac.events.adapters.redis.errors import is_connection_error, scrub, translate
+from dotmac.events.adapters.redis.receiver import RedisReceiver
+from dotmac.events.adapters.redis_config import RedisConfig, default_consumer_name
+from dotmac.events.backoff import ExponentialBackoff
+from dotmac.events.bus import BacklogStats, HealthStatus
+from dotmac.events.codec import Codec
+from dotmac.events.errors import ConfigurationError, TransportError
+from dotmac.events.event import Event
+from dotmac.events.observability.observer import Observer
+from dotmac.events.transport import Receiver, TransportBus
+
+__all__ = ["RedisStreamsBus", "create_redis_bus"]
+
+logger = logging.getLogger("dotmac.events.redis")
+
+
+def _build_client(config: RedisConfig) -> Redis:
+    options: dict[str, Any] = {
+        "socket_connect_timeout": config.connection_timeout,
+        "socket_timeout": config.consumer_timeout,
+        "max_connections": config.max_connections,
+        "timeout": config.connection_timeout,  # waiting for a free pooled connection
+        "retry": Retry(NoBackoff(), 0),  # retries are ours: bounded for publish, backoff for reads
+        "decode_responses": False,
+    }
+    if config.username is not None:
+        options["username"] = config.username
+    if config.password is not None:
+        options["password"] = config.password
+    tls = config.ssl or (config.url or "").startswith("rediss://")
+    if tls:
+        options.update(
+            ssl_ca_certs=config.ssl_ca_certs,
+            ssl_certfile=config.ssl_certfile,
+            ssl_keyfile=config.ssl_keyfile,
+            ssl_cert_reqs=config.ssl_cert_reqs,
+            ssl_check_hostname=config.ssl_check_hostname,
+        )
+    if config.url is not None:
+        pool = BlockingConnectionPool.from_url(config.url, **options)
+    else:
+        if tls:
+            options["connection_class"] = SSLConnection
+        pool = BlockingConnectionPool(
+            host=config.host or "localhost", port=config.port or 6379, db=config.db or 0, **options
+        )
+    return Redis.from_pool(pool)
+
+
+class RedisStreamsBus(TransportBus):
+    """The bus on Redis Streams. See ``adapters/redis/README.md`` for guarantees and tuning.
+
+    Pass ``client`` to share an existing ``redis.asyncio.Redis`` (it must return bytes, not
+    decoded strings, and its socket timeout must exceed ``config.block_ms``); the bus then never
+    closes it. ``lost_to_trimming`` counts entries that were trimmed from a stream while still
+    pending (each one is also logged and reported to ``observer.error``).
+    """
+
+    adapter = "redis"
+
+    def __init__(
+        self,
+        config: RedisConfig | None = None,
+        *,
+        client: Redis | None = None,
+        codec: Codec | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.config = config or RedisConfig()
+        if not isinstance(self.config, RedisConfig):
+            raise ConfigurationError(
+                "config", f"must be a RedisConfig, got {type(config).__name__}"
+            )
+        if client is not None and not isinstance(client, Redis):
+            raise ConfigurationError(
+                "client", f"must be a redis.asyncio.Redis, got {type(client).__name__}"
+            )
+        super().__init__(codec=codec, observer=observer, close_timeout=self.config.close_timeout)
+        self._client = client
+        self._owns_client = client is None
+        self._consumers: dict[tuple[str, str], int] = {}
+        self._publish_backoff = ExponentialBackoff(
+            base_ms=self.config.reconnect_backoff_base_ms,
+            max_ms=self.config.reconnect_backoff_max_ms,
+            jitter=True,
+        )
+        self.lost_to_trimming = 0
+
+    @property
+    def client(self) -> Redis:
+        """The redis client (created on first use, so the bus can be built outside a loop)."""
+        if self._client is None:
+            self._client = _build_client(self.config)
+        return self._client
+
+    def stream_key(self, topic: str) -> str:
+        """The Redis key of ``topic``'s stream."""
+        return f"{self.config.key_prefix}{topic}"
+
+    # --- transport primitives --------------------------------------------------------------
+
+    async def _send(self, batch: Sequence[tuple[Event, bytes]]) -> None:
+        """XADD every event in one pipeline; on a connection error retry the whole batch a
+        bounded number of times (entries that did arrive are then duplicated: at-least-once)."""
+        maxlen = self.config.max_stream_length
+        attempt = 0
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            for event, data in batch:
+                fields: dict[Any, Any] = {b"data": data}
+                if event.key is not None:
+                    fields[b"key"] = event.key
+                pipe.xadd(self.stream_key(event.topic), fields, maxlen=maxlen, approximate=True)
+            try:
+                await pipe.execute()
+                return
+            except Exception as exc:
+                attempt += 1
+                if not is_connection_error(exc) or attempt > self.config.publish_retries:
+                    raise translate(
+                        exc,
+                        doing=f"publish of {len(batch)} event(s) after {attempt} attempt(s)",
+                        secrets=self.config.secrets,
+                        publish=True,
+                    ) from exc
+                await asyncio.sleep(self._publish_backoff.delay(attempt))
+
+    async def _open_receiver(
+        self, topic: str, group: str, *, private: bool, prefetch: int
+    ) -> Receiver:
+        stream = self.stream_key(topic)
+        start = "$" if private or self.config.new_group_start == "latest" else "0"
+        receiver = RedisReceiver(
+            self,
+            topic=topic,
+            stream=stream,
+            group=group,
+            consumer=self._consumer_name(stream, group),
+            private=private,
+            start_id=start,
+        )
+        await receiver.open()
+        return receiver
+
+    def _consumer_name(self, stream: str, group: str) -> str:
+        base = self.config.consumer_name
+        if base is None:
+            return default_consumer_name()
+        n = self._consumers[stream, group] = self._consumers.get((stream, group), 0) + 1
+        return base if n == 1 else f"{base}-{n}"
+
+    def _prefetch(self, concurrency: int) -> int:
+        return max(self.config.prefetch_count, concurrency)
+
+    async def _close_transport(self) -> None:
+        if self._owns_client and self._client is not None:
+            try:
+                await self._client.aclose()
+            except Exception as exc:
+                logger.warning("redis: closing the connection pool failed: %r", exc)
+
+    # --- reporting (used by receivers) -----------------------------------------------------
+
+    def _report(self, topic: str, where: str, error: BaseException) -> None:
+        logger.warning("redis bus, topic %s: %s failed: %s", topic, where, error)
+        self.observer.error(topic, adapter=self.adapter, where=where, error=error)
+
+    def _lost_to_trimming(self, topic: str, stream: str, group: str, ids: list[str]) -> None:
+        self.lost_to_trimming += len(ids)
+        error = TransportError(
+            f"{len(ids)} pending entr{'y' if len(ids) == 1 else 'ies'} of stream {stream!r} "
+            f"(group {group!r}) trimmed before being handled: {', '.join(ids[:20])}; "
+            f"raise max_stream_length above the pending backlog"
+        )
+        logger.error("redis: %s", error)
+        self.observer.error(topic, adapter=self.adapter, where="trimmed", error=error)
+
+    # --- inspection --------------------------------------------------------------------------
+
+    async def health(self) -> HealthStatus:
+        details: dict[str, Any] = {
+            "target": self.config.describe_target() if self._owns_client else "shared client",
+            "lost_to_trimming": self.lost_to_trimming,
+        }
+        if self.closed:
+            return HealthStatus(
+                healthy=False,
+                adapter=self.adapter,
+                latency_ms=0.0,
+                details={**details, "error": "bus is closed"},
+            )
+        started = time.perf_counter()
+        try:
+            await self.client.ping()
+        except Exception as exc:
+            details["error"] = scrub(f"{type(exc).__name__}: {exc}", self.config.secrets)
+            healthy = False
+        else:
+            healthy = True
+        latency = (time.perf_counter() - started) * 1000
+        return HealthStatus(
+            healthy=healthy, adapter=self.adapter, latency_ms=latency, details=details
+        )
+
+    async def stats(self, topic: str, group: str | None = None) -> BacklogStats:
+        stream = self.stream_key(topic)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xlen(stream)
+            pipe.xlen(self.stream_key(f"{topic}.DLQ"))
+            if group is not None:
+                pipe.xinfo_groups(stream)
+            replies = await pipe.execute(raise_on_error=False)
+            for reply in replies[:2]:
+                if isinstance(reply, Exception):
+                    raise reply
+            info = self._group_info(replies[2], group) if group is not None else None
+            oldest = None
+            if group is not None and info is not None and int(info.get("pending") or 0) > 0:
+                first = await self.client.xpending_range(stream, group, min="-", max="+", count=1)
+                if first:
+                    oldest = int(first[0]["time_since_delivered"]) / 1000
+        except Exception as exc:
+            raise translate(exc, doing=f"stats of {stream}", secrets=self.config.secrets) from exc
+        lag = info.get("lag") if info is not None else None
+        return BacklogStats(
+            topic=topic,
+            group=group,
+            length=int(replies[0]),
+            lag=None if lag is None else int(lag),
+            pending=None if info is None else int(info["pending"]),
+            oldest_pending_age=oldest,
+            dlq_depth=int(replies[1]),
+        )
+
+    @staticmethod
+    def _group_info(reply: Any, group: str | None) -> dict[str, Any] | None:
+        if isinstance(reply, redis_errors.ResponseError):  # no such stream yet
+            return None
+        if isinstance(reply, Exception):
+            raise reply
+        for info in reply:
+            name = info.get("name")
+            if (name.decode() if isinstance(name, bytes) else name) == group:
+                return dict(info)
+        return None
+
+
+def create_redis_bus(
+    config: RedisConfig | None = None,
+    *,
+    client: Redis | None = None,
+    codec: Codec | None = None,
+    observer: Observer | None = None,
+) -> RedisStreamsBus:
+    """Create a Redis Streams bus; safe to call outside a running event loop.
+
+    Raises:
+        ConfigurationError: ``config`` or ``client`` is not of the expected type.
+    """
+    return RedisStreamsBus(config, client=client, codec=codec, observer=observer)

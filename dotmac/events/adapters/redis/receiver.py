@@ -1,0 +1,470 @@
+"""The Redis Streams consumer of one subscription: XREADGROUP, batched XACK, claims and heartbeats.
+
+Order of reading: first this consumer's own pending entries (a restarted process with a fixed
+consumer name finishes what it held), then, every ``claim_interval``, entries that sat idle in
+any consumer's pending list for ``claim_idle_ms`` (XAUTOCLAIM: a dead consumer's entries), and
+otherwise new entries (``>``). Acks ride in the same pipeline as the next read.
+
+Delivery counts come from the group's pending list (XPENDING), so a message claimed from a dead
+process carries on with its true count and run_consumer's retry budget survives crashes.
+
+While this consumer holds entries (handling them, or waiting to retry them) it touches them every
+``claim_interval`` with ``XCLAIM ... JUSTID`` (which does not raise their delivery count), so no
+other consumer claims the entries of a live, busy one. Each touch and each redelivery passes
+``MIN-IDLE-TIME`` = time since our own last touch: if another consumer claimed the entry meanwhile
+its idle time is shorter, the XCLAIM does nothing, and we know the entry is no longer ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis import exceptions as redis_errors
+
+from dotmac.events.adapters.redis.errors import is_connection_error, is_no_group, translate
+from dotmac.events.backoff import ExponentialBackoff
+from dotmac.events.transport import Delivery
+
+if TYPE_CHECKING:
+    from dotmac.events.adapters.redis.bus import RedisStreamsBus
+
+__all__ = ["RedisReceiver"]
+
+logger = logging.getLogger("dotmac.events.redis")
+
+# Removes consumers with nothing pending, atomically, so one that just read an entry is never
+# removed (XGROUP DELCONSUMER would drop its pending entries for good).
+# ARGV: group, min idle ms, our consumer name, mode ("others": idle ones but us; "self": us).
+LEAVE_SCRIPT = """
+local removed = {}
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return removed end
+for _, c in ipairs(consumers) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  local mine = info['name'] == ARGV[3]
+  local wanted = (ARGV[4] == 'self' and mine)
+    or (ARGV[4] == 'others' and not mine and info['idle'] >= tonumber(ARGV[2]))
+  if wanted and info['pending'] == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    table.insert(removed, info['name'])
+  end
+end
+return removed
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _data(fields: Mapping[Any, Any]) -> bytes:
+    """The codec bytes of an entry; a foreign entry becomes the JSON of all its fields, which the
+    codec rejects, so it goes to the dead-letter topic with a DecodeError and stays inspectable."""
+    for name, value in fields.items():
+        if _text(name) == "data":
+            return value if isinstance(value, bytes) else str(value).encode()
+    return orjson.dumps({_text(k): _text(v) for k, v in fields.items()})
+
+
+def _key(fields: Mapping[Any, Any]) -> str | None:
+    for name, value in fields.items():
+        if _text(name) == "key":
+            return _text(value)
+    return None
+
+
+def _stream_entries(reply: Any) -> list[tuple[Any, Mapping[Any, Any]]]:
+    """Entries of an XREADGROUP reply for one stream (RESP2: a list, RESP3: a dict)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # {stream: [[(id, fields), ...]]}
+        return [entry for lists in reply.values() for entries in lists for entry in entries]
+    return [entry for _, entries in reply for entry in entries]
+
+
+def _still_ours(pending: list[dict[str, Any]], consumer: str, min_idle: int) -> bool:
+    """Whether XPENDING, taken just before an XCLAIM that claimed nothing, shows the entry was
+    ours and idle long enough: then the claim failed only because the stream no longer has it."""
+    return (
+        bool(pending)
+        and _text(pending[0]["consumer"]) == consumer
+        and int(pending[0]["time_since_delivered"]) >= min_idle
+    )
+
+
+class RedisReceiver:
+    """The Receiver (see dotmac.events.transport) of one stream, group and consumer."""
+
+    def __init__(
+        self,
+        bus: RedisStreamsBus,
+        *,
+        topic: str,
+        stream: str,
+        group: str,
+        consumer: str,
+        private: bool,
+        start_id: str,
+    ) -> None:
+        config = bus.config
+        self._bus = bus
+        self._client = bus.client
+        self.topic = topic
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self._private = private
+        self._start_id = start_id
+        self._block_ms = config.block_ms
+        self._claim_idle_ms = config.claim_idle_ms
+        self._claim_interval = config.claim_interval
+        self._cleanup_interval = max(
+            config.claim_interval, min(60.0, config.idle_consumer_ms / 2000)
+        )
+        self._idle_consumer_ms = config.idle_consumer_ms
+        self._backoff = ExponentialBackoff(
+            base_ms=config.reconnect_backoff_base_ms,
+            max_ms=config.reconnect_backoff_max_ms,
+            jitter=True,
+        )
+        self._held: dict[str, float] = {}  # entry id -> monotonic time we last touched it
+        self._unsent_acks: list[str] = []
+        self._history_from: str | None = "0"  # where to read our own pending next; None: done
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0
+        self._next_cleanup = 0.0
+        self._failures = 0
+        self._interrupted = False
+        self._touch_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._leave = self._client.register_script(LEAVE_SCRIPT)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the group if needed and start touching held entries."""
+        try:
+            await self._create_group()
+        except Exception as exc:
+            raise self._error(exc, "create group") from exc
+        self._heartbeat = asyncio.create_task(
+            self._touch_loop(), name=f"dotmac-redis-heartbeat-{self.stream}"
+        )
+
+    async def _create_group(self) -> None:
+        try:
+            await self._client.xgroup_create(
+                self.stream, self.group, id=self._start_id, mkstream=True
+            )
+        except redis_errors.ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop the heartbeat; destroy a private group, or leave a named one if we hold nothing."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        try:
+            if self._unsent_acks:
+                await self._client.xack(self.stream, self.group, *self._unsent_acks)
+                self._unsent_acks = []
+            if self._private:
+                await self._client.xgroup_destroy(self.stream, self.group)
+            else:
+                await self._leave(keys=[self.stream], args=[self.group, 0, self.consumer, "self"])
+        except Exception as exc:  # the group keeps what we could not tidy; nothing is lost
+            self._bus._report(self.topic, "close", self._error(exc, "close"))
+
+    # --- fetching ------------------------------------------------------------------------------
+
+    async def fetch(self, max_count: int, acks: Sequence[Delivery]) -> Sequence[Delivery]:
+        self._forget(acks)
+        ack_ids, self._unsent_acks = self._unsent_acks, []
+        try:
+            if self._interrupted:
+                if ack_ids:
+                    await self._client.xack(self.stream, self.group, *ack_ids)
+                return []
+            batch = await self._read(max_count, ack_ids)
+        except Exception as exc:
+            self._unsent_acks[:0] = ack_ids  # sent with the next read; acking twice is harmless
+            if is_no_group(exc):
+                await self._recreate_group(exc)
+                return []
+            if not is_connection_error(exc):
+                raise self._error(exc, "read") from exc
+            await self._wait_to_reconnect(exc)
+            return []
+        if self._failures:
+            logger.warning(
+                "redis stream %s group %s: reconnected after %d failed attempt(s)",
+                self.stream,
+                self.group,
+                self._failures,
+            )
+            self._failures = 0
+        return batch
+
+    async def _read(self, max_count: int, ack_ids: list[str]) -> list[Delivery]:
+        if self._history_from is not None:
+            return await self._read_own_pending(max_count, ack_ids)
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + self._claim_interval
+            claimed = await self._claim_idle(max_count, ack_ids)
+            if now >= self._next_cleanup:
+                self._next_cleanup = now + self._cleanup_interval
+                await self._remove_idle_consumers()
+            if claimed or self._interrupted:
+                return claimed
+            ack_ids = []
+        pipe = self._client.pipeline(transaction=False)
+        if ack_ids:
+            pipe.xack(self.stream, self.group, *ack_ids)
+        pipe.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=max_count, block=self._block_ms
+        )
+        replies = await pipe.execute()
+        return [self._deliver(i, f, 1) for i, f in _stream_entries(replies[-1])]
+
+    async def _read_own_pending(self, max_count: int, ack_ids: list[str]) -> list[Delivery]:
+        """Entries this consumer name held before (a restart): reading them raises their count."""
+        start = self._history_from or "0"
+        pipe = self._client.pipeline(transaction=False)
+        if ack_ids:
+            pipe.xack(self.stream, self.group, *ack_ids)
+        pipe.xreadgroup(self.group, self.consumer, {self.stream: start}, count=max_count)
+        replies = await pipe.execute()
+        entries = _stream_entries(replies[-1])
+        if not entries:
+            self._history_from = None
+            return []
+        self._history_from = _text(entries[-1][0])
+        return await self._with_counts(entries, deleted=[])
+
+    async def _claim_idle(self, max_count: int, ack_ids: list[str]) -> list[Delivery]:
+        pipe = self._client.pipeline(transaction=False)
+        if ack_ids:
+            pipe.xack(self.stream, self.group, *ack_ids)
+        pipe.xautoclaim(
+            self.stream,
+            self.group,
+            self.consumer,
+            self._claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=max_count,
+        )
+        reply = (await pipe.execute())[-1]
+        self._claim_cursor = _text(reply[0])
+        if self._claim_cursor != "0-0":
+            self._next_claim = 0.0  # more to look at: come back on the next fetch
+        deleted = [_text(i) for i in reply[2]] if len(reply) > 2 else []  # Redis >= 7
+        entries: list[tuple[Any, Mapping[Any, Any]]] = []
+        now = time.monotonic()
+        for entry_id, fields in reply[1]:
+            if _text(entry_id) in self._held:  # ours already (a late heartbeat): keep handling it
+                self._held[_text(entry_id)] = now
+            else:
+                entries.append((entry_id, fields))
+        return await self._with_counts(entries, deleted)
+
+    async def _with_counts(
+        self, entries: list[tuple[Any, Mapping[Any, Any]]], deleted: list[str]
+    ) -> list[Delivery]:
+        """Deliveries carrying their true delivery count, read from the group's pending list."""
+        deleted = deleted + [_text(i) for i, fields in entries if not fields]  # Redis 6.2 / history
+        entries = [(i, f) for i, f in entries if f]
+        if deleted:
+            await self._trimmed(deleted)
+        if not entries:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for entry_id, _ in entries:
+            pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+        pending = await pipe.execute()
+        return [
+            self._deliver(entry_id, fields, int(info[0]["times_delivered"]) if info else 1)
+            for (entry_id, fields), info in zip(entries, pending, strict=True)
+        ]
+
+    def _deliver(self, entry_id: Any, fields: Mapping[Any, Any], count: int) -> Delivery:
+        message_id = _text(entry_id)
+        self._held[message_id] = time.monotonic()
+        return Delivery(data=_data(fields), count=count, message_id=message_id, key=_key(fields))
+
+    async def _recreate_group(self, exc: BaseException) -> None:
+        logger.warning(
+            "redis stream %s: group %s is gone (%s); creating it again",
+            self.stream,
+            self.group,
+            exc,
+        )
+        self._held.clear()
+        self._history_from = None
+        self._claim_cursor = "0-0"
+        with contextlib.suppress(Exception):  # the next read reports a persisting problem
+            await self._create_group()
+
+    async def _wait_to_reconnect(self, exc: BaseException) -> None:
+        self._failures += 1
+        error = self._error(exc, "read")
+        if self._failures == 1:
+            self._bus._report(self.topic, "connection", error)
+        else:
+            logger.debug("redis stream %s: still reconnecting: %s", self.stream, error)
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._backoff.delay(self._failures))
+
+    # --- outcomes ------------------------------------------------------------------------------
+
+    def _forget(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            self._held.pop(delivery.message_id, None)
+            self._unsent_acks.append(delivery.message_id)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        ids = [d.message_id for d in deliveries]
+        for message_id in ids:
+            self._held.pop(message_id, None)
+        if not ids:
+            return
+        try:
+            await self._client.xack(self.stream, self.group, *ids)
+        except Exception as exc:
+            raise self._error(exc, "ack") from exc
+
+    async def redeliver(self, delivery: Delivery) -> Delivery | None:
+        """XCLAIM the entry back to ourselves, which raises its delivery count in the PEL."""
+        message_id = delivery.message_id
+        async with self._touch_lock:
+            touched = self._held.get(message_id)
+            if touched is None:
+                return None
+            min_idle = max(int((time.monotonic() - touched) * 1000) - 1, 0)
+            pipe = self._client.pipeline(transaction=True)
+            pipe.xpending_range(self.stream, self.group, min=message_id, max=message_id, count=1)
+            pipe.xclaim(self.stream, self.group, self.consumer, min_idle, [message_id])
+            try:
+                pending, claimed = await pipe.execute()
+            except Exception as exc:
+                raise self._error(exc, "redeliver") from exc
+        if claimed and claimed[0][1]:
+            count = int(pending[0]["times_delivered"]) + 1 if pending else delivery.count + 1
+            return self._deliver(claimed[0][0], claimed[0][1], count)
+        self._held.pop(message_id, None)
+        if claimed or _still_ours(
+            pending, self.consumer, min_idle
+        ):  # it was ours and the stream no longer has it
+            await self._trimmed([message_id])
+        return None
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Leave them pending but mark them idle, so another consumer claims them at once."""
+        async with self._touch_lock:
+            now = time.monotonic()
+            pipe = self._client.pipeline(transaction=False)
+            for delivery in deliveries:
+                touched = self._held.pop(delivery.message_id, None)
+                if touched is not None:
+                    pipe.xclaim(
+                        self.stream,
+                        self.group,
+                        self.consumer,
+                        max(int((now - touched) * 1000) - 1, 0),
+                        [delivery.message_id],
+                        idle=self._claim_idle_ms,
+                        justid=True,
+                    )
+            if len(pipe):
+                try:
+                    await pipe.execute()
+                except Exception as exc:  # they still become claimable after claim_idle_ms
+                    self._bus._report(self.topic, "release", self._error(exc, "release"))
+
+    async def _trimmed(self, ids: list[str]) -> None:
+        """Entries trimmed from the stream while pending: ack them so they stop haunting the
+        group, and report the loss."""
+        for message_id in ids:
+            self._held.pop(message_id, None)
+        try:
+            await self._client.xack(self.stream, self.group, *ids)
+        finally:
+            self._bus._lost_to_trimming(self.topic, self.stream, self.group, ids)
+
+    # --- background ----------------------------------------------------------------------------
+
+    async def _touch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._claim_interval)
+            try:
+                await self._touch_held()
+            except Exception as exc:  # a dead connection: the read loop reports and reconnects
+                logger.debug("redis stream %s: heartbeat failed: %r", self.stream, exc)
+
+    async def _touch_held(self) -> None:
+        """Reset the idle time of entries we still hold (without raising their count)."""
+        async with self._touch_lock:
+            start = time.monotonic()
+            due = [(i, t) for i, t in self._held.items() if start - t >= self._claim_interval]
+            if not due:
+                return
+            pipe = self._client.pipeline(transaction=True)
+            min_idles = []
+            for message_id, touched in due:
+                min_idle = max(int((start - touched) * 1000) - 1, 0)
+                min_idles.append(min_idle)
+                pipe.xpending_range(
+                    self.stream, self.group, min=message_id, max=message_id, count=1
+                )
+                pipe.xclaim(
+                    self.stream, self.group, self.consumer, min_idle, [message_id], justid=True
+                )
+            replies = await pipe.execute()
+            done = time.monotonic()
+            trimmed = []
+            for n, (message_id, _) in enumerate(due):
+                pending, claimed = replies[2 * n], replies[2 * n + 1]
+                if message_id not in self._held:
+                    continue
+                if claimed:
+                    self._held[message_id] = done
+                elif _still_ours(pending, self.consumer, min_idles[n]):
+                    trimmed.append(message_id)  # its handler may still finish; a retry cannot
+                else:  # another consumer claimed it, or it was acked: not ours to redo
+                    self._held.pop(message_id, None)
+            if trimmed:
+                await self._trimmed(trimmed)
+
+    async def _remove_idle_consumers(self) -> None:
+        removed = await self._leave(
+            keys=[self.stream], args=[self.group, self._idle_consumer_ms, self.consumer, "others"]
+        )
+        if removed:
+            logger.info(
+                "redis stream %s group %s: removed idle consumers with nothing pending: %s",
+                self.stream,
+                self.group,
+                ", ".join(_text(r) for r in removed),
+            )
+
+    def _error(self, exc: BaseException, doing: str) -> Exception:
+        return translate(
+            exc,
+            doing=f"{doing} on {self.stream} (group {self.group})",
+            secrets=self._bus.config.secrets,
+        )
