@@ -119,6 +119,8 @@ class JsonCodec:
         version = doc.get("v")
         if version != ENVELOPE_VERSION:
             raise DecodeError(f"unknown envelope version {version!r} (expected 1)")
+        if "headers" in doc and not isinstance(doc["headers"], dict):
+            raise DecodeError("envelope field 'headers' must be a JSON object")
         try:
             event = Event(
                 doc["topic"],
