@@ -2,3 +2,5 @@
 
 # redis fixtures
 # kafka fixtures
+# isort: split
+from tests.support.kafka_server import kafka_bootstrap  # noqa: F401

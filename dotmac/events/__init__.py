@@ -4,6 +4,8 @@ Importing this package imports no broker client: ``create_redis_bus`` and ``crea
 load their adapter (and its extra) only when called.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from dotmac.events.adapters import create_kafka_bus, create_redis_bus
 from dotmac.events.adapters.memory import MemoryBus, MemoryConfig, create_memory_bus
 from dotmac.events.backoff import ExponentialBackoff
@@ -43,6 +45,9 @@ from dotmac.events.policy import FailurePolicy, RedeliverPolicy
 
 # redis exports
 # kafka exports
+# isort: split
+from dotmac.events.adapters.kafka_config import KafkaConfig
+
 # observability exports
 # isort: split
 from dotmac.events.observability import (
@@ -54,6 +59,24 @@ from dotmac.events.observability import (
     create_default_hooks,
     create_dotmac_observability_hooks,
 )
+
+if TYPE_CHECKING:
+    from dotmac.events.adapters.kafka import KafkaBus
+
+_LAZY = {  # names whose module imports an extra
+    "KafkaBus": "dotmac.events.adapters.kafka",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load extra-backed classes (``KafkaBus``) only when first used."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dotmac.events' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __version__ = "0.1.0"
 
@@ -80,6 +103,8 @@ __all__ = [
     "HealthStatus",
     "InvalidEventError",
     "JsonCodec",
+    "KafkaBus",
+    "KafkaConfig",
     "LoggingObserver",
     "MemoryBus",
     "MemoryConfig",

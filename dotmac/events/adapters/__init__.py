@@ -6,7 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dotmac.events.adapters.kafka import KafkaBus
+    from dotmac.events.adapters.kafka_config import KafkaConfig
     from dotmac.events.adapters.redis import RedisStreamsBus
+    from dotmac.events.codec import Codec
+    from dotmac.events.observability.observer import Observer
 
 __all__ = ["create_kafka_bus", "create_redis_bus"]
 
@@ -33,7 +36,12 @@ def create_redis_bus(*args: Any, **kwargs: Any) -> RedisStreamsBus:
     return factory(*args, **kwargs)
 
 
-def create_kafka_bus(*args: Any, **kwargs: Any) -> KafkaBus:
+def create_kafka_bus(
+    config: KafkaConfig | None = None,
+    *,
+    codec: Codec | None = None,
+    observer: Observer | None = None,
+) -> KafkaBus:
     """Create a Kafka bus (see :func:`dotmac.events.adapters.kafka.create_kafka_bus`).
 
     Raises:
@@ -45,4 +53,4 @@ def create_kafka_bus(*args: Any, **kwargs: Any) -> KafkaBus:
         raise _missing_extra("kafka", "aiokafka", exc) from exc
     from dotmac.events.adapters.kafka import create_kafka_bus as factory
 
-    return factory(*args, **kwargs)
+    return factory(config, codec=codec, observer=observer)

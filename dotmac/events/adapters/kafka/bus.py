@@ -1,0 +1,362 @@
+"""KafkaBus: the EventBus contract on Kafka (aiokafka), via TransportBus.
+
+Publishing: the value is the codec's bytes (the full envelope), the key is the event key in
+UTF-8 (aiokafka's default partitioner is murmur2, as in the Java client, so a key lands on the
+same partition either client would pick), and Kafka headers repeat the event's headers, its
+tenant and metadata so tools that never decode the value can route on them. ``publish`` returns
+after the broker acknowledged (``acks``); ``publish_many`` hands the whole batch to the
+producer, then waits for every acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
+
+from dotmac.events.adapters.kafka.errors import is_retriable, kafka_errors, translate
+from dotmac.events.adapters.kafka.receiver import KafkaReceiver
+from dotmac.events.adapters.kafka_config import KafkaConfig
+from dotmac.events.bus import BacklogStats, HealthStatus
+from dotmac.events.codec import Codec
+from dotmac.events.errors import ConfigurationError, PublishError, TransportError
+from dotmac.events.event import Event
+from dotmac.events.observability.observer import Observer
+from dotmac.events.transport import Receiver, TransportBus
+
+__all__ = ["KafkaBus", "create_kafka_bus", "kafka_headers"]
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_TOPIC_EXISTS = 36
+_COMPRESSION_LIBS = {"gzip": has_gzip, "snappy": has_snappy, "lz4": has_lz4, "zstd": has_zstd}
+
+
+def kafka_headers(event: Event) -> list[tuple[str, bytes]]:
+    """The Kafka record headers for ``event``: its own headers, then ``dotmac-*`` fields."""
+    headers = [(name, value.encode()) for name, value in event.headers.items()]
+    headers.append(("dotmac-event-id", str(event.id).encode()))
+    if event.tenant_id is not None:
+        headers.append(("dotmac-tenant-id", event.tenant_id.encode()))
+    metadata = event.metadata
+    if metadata is not None:
+        for name in (
+            "correlation_id",
+            "causation_id",
+            "producer",
+            "content_type",
+            "schema_version",
+        ):
+            value = getattr(metadata, name)
+            if value is not None:
+                headers.append((f"dotmac-{name.replace('_', '-')}", value.encode()))
+    return headers
+
+
+class KafkaBus(TransportBus):
+    """The Kafka bus. Construct it anywhere; clients start on first use in the running loop."""
+
+    adapter = "kafka"
+
+    def __init__(
+        self,
+        config: KafkaConfig | None = None,
+        *,
+        codec: Codec | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.config = config or KafkaConfig()
+        compression = self.config.compression_type
+        if compression is not None and not _COMPRESSION_LIBS[compression]():
+            raise ConfigurationError(
+                "compression_type",
+                f"{compression!r} needs a library aiokafka can use: pip install cramjam",
+            )
+        super().__init__(codec=codec, observer=observer, close_timeout=self.config.close_timeout)
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._offsets: AIOKafkaConsumer | None = None  # group-less consumer for stats()
+        self._lock: asyncio.Lock | None = None
+        self._topic_lock: asyncio.Lock | None = None
+        self._topics: dict[str, int] = {}  # known topic -> partition count
+        self._receivers: set[KafkaReceiver] = set()
+
+    # --- clients -------------------------------------------------------------------------------
+
+    def _get_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def _get_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            async with self._get_lock():
+                if self._producer is None:
+                    producer = AIOKafkaProducer(**self.config.producer_kwargs())
+                    with kafka_errors("producer start", publishing=True):
+                        try:
+                            await producer.start()
+                        except BaseException:
+                            await producer.stop()
+                            raise
+                    self._producer = producer
+        return self._producer
+
+    async def _get_admin(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            async with self._get_lock():
+                if self._admin is None:
+                    admin = AIOKafkaAdminClient(**self.config.admin_kwargs())
+                    with kafka_errors("admin client start"):
+                        try:
+                            await admin.start()
+                        except BaseException:
+                            await admin.close()
+                            raise
+                    self._admin = admin
+        return self._admin
+
+    async def _get_offsets_consumer(self) -> AIOKafkaConsumer:
+        if self._offsets is None:
+            async with self._get_lock():
+                if self._offsets is None:
+                    consumer = AIOKafkaConsumer(
+                        **self.config.consumer_kwargs(group=None, private=True)
+                    )
+                    with kafka_errors("offsets consumer start"):
+                        await consumer.start()
+                    self._offsets = consumer
+        return self._offsets
+
+    def _new_topic(self, topic: str) -> NewTopic:
+        replicas = self.config.replication_factor
+        if replicas is None:  # -1: the broker's default.replication.factor (Kafka >= 2.4)
+            return NewTopic(topic, self.config.num_partitions, -1, replica_assignments={})
+        return NewTopic(topic, self.config.num_partitions, replicas)
+
+    async def _ensure_topic(self, topic: str) -> int:
+        """Create ``topic`` if configured to and unknown; return its partition count."""
+        known = self._topics.get(topic)
+        if known is not None:
+            return known
+        admin = await self._get_admin()
+        if self._topic_lock is None:
+            self._topic_lock = asyncio.Lock()
+        async with self._topic_lock:  # one creation per topic, not one per concurrent publish
+            known = self._topics.get(topic)
+            if known is not None:
+                return known
+            with kafka_errors(f"create topic {topic!r}"):
+                if self.config.auto_create_topics:
+                    response = await admin.create_topics([self._new_topic(topic)])
+                    for _, code, message in response.topic_errors:
+                        if code not in (0, _TOPIC_EXISTS):
+                            raise TransportError(
+                                f"kafka: creating topic {topic!r} failed: {message}"
+                            )
+                described = await admin.describe_topics([topic])
+            partitions = len(described[0]["partitions"]) if described else 0
+            if partitions == 0:
+                raise TransportError(f"kafka: topic {topic!r} does not exist")
+            self._topics[topic] = partitions
+            return partitions
+
+    # --- transport primitives ----------------------------------------------------------------
+
+    async def _send(self, batch: Sequence[tuple[Event, bytes]]) -> None:
+        for topic in {event.topic for event, _ in batch}:
+            if not _TOPIC_NAME.match(topic):
+                raise PublishError(
+                    f"kafka: {topic!r} is not a valid topic name ([A-Za-z0-9._-]{{1,249}})"
+                )
+            try:
+                await self._ensure_topic(topic)
+            except TransportError as exc:
+                raise PublishError(str(exc)) from exc
+        producer = await self._get_producer()
+        config = self.config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.delivery_timeout_ms / 1000
+        pending = list(batch)
+        resends = 0
+        while True:
+            errors = await self._send_once(producer, pending)
+            failed = [
+                (item, err) for item, err in zip(pending, errors, strict=True) if err is not None
+            ]
+            if not failed:
+                return
+            error = failed[0][1]
+            backoff = config.retry_backoff_ms / 1000
+            if (
+                resends >= config.retries
+                or not all(is_retriable(err) for _, err in failed)
+                or loop.time() + backoff >= deadline
+            ):
+                raise translate(
+                    error, f"publish of {len(failed)} event(s)", publishing=True
+                ) from error
+            resends += 1
+            pending = [item for item, _ in failed]
+            await asyncio.sleep(backoff)
+
+    async def _send_once(
+        self, producer: AIOKafkaProducer, batch: Sequence[tuple[Event, bytes]]
+    ) -> list[BaseException | None]:
+        """Queue every record in order, then wait for all acks; one outcome per record."""
+        outcomes: list[Any] = []
+        for event, data in batch:
+            key = None if event.key is None else event.key.encode()
+            try:
+                outcomes.append(
+                    await producer.send(event.topic, data, key=key, headers=kafka_headers(event))
+                )
+            except Exception as exc:
+                outcomes.append(exc)
+        results: list[BaseException | None] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                results.append(outcome)
+                continue
+            try:
+                await outcome
+            except Exception as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
+    async def _open_receiver(
+        self, topic: str, group: str, *, private: bool, prefetch: int
+    ) -> Receiver:
+        if not _TOPIC_NAME.match(topic):
+            raise ConfigurationError("topic", f"{topic!r} is not a valid Kafka topic name")
+        if not _TOPIC_NAME.match(group):
+            raise ConfigurationError("group", f"{group!r}: use letters, digits, '.', '_', '-'")
+        partitions = await self._ensure_topic(topic)
+        receiver = KafkaReceiver(
+            self.config, topic, group, private=private, on_close=self._receivers.discard
+        )
+        await receiver.start(range(partitions))
+        self._receivers.add(receiver)
+        return receiver
+
+    def _prefetch(self, concurrency: int) -> int:
+        return max(50, 4 * concurrency)
+
+    async def _close_transport(self) -> None:
+        producer, admin, offsets = self._producer, self._admin, self._offsets
+        self._producer = self._admin = self._offsets = None
+        if producer is not None:
+            with kafka_errors("producer stop"):
+                await producer.stop()
+        if offsets is not None:
+            with kafka_errors("offsets consumer stop"):
+                await offsets.stop()
+        if admin is not None:
+            with kafka_errors("admin client close"):
+                await admin.close()
+
+    # --- health and stats ----------------------------------------------------------------------
+
+    async def health(self) -> HealthStatus:
+        started = time.perf_counter()
+        if self.closed:
+            return HealthStatus(
+                healthy=False,
+                adapter=self.adapter,
+                latency_ms=0.0,
+                details={"error": "bus is closed"},
+            )
+        try:
+            async with asyncio.timeout(self.config.request_timeout_ms / 1000):
+                admin = await self._get_admin()
+                with kafka_errors("metadata request"):
+                    cluster = await admin.describe_cluster()
+        except Exception as exc:
+            return HealthStatus(
+                healthy=False,
+                adapter=self.adapter,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                details={"error": repr(exc)},
+            )
+        brokers = cluster.get("brokers") or []
+        return HealthStatus(
+            healthy=bool(brokers),
+            adapter=self.adapter,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            details={
+                "brokers": len(brokers),
+                "cluster_id": cluster.get("cluster_id"),
+                "controller_id": cluster.get("controller_id"),
+            },
+        )
+
+    async def stats(self, topic: str, group: str | None = None) -> BacklogStats:
+        """Length (end minus start offsets), lag (end minus the group's committed offsets),
+        pending (handed out by this process's consumers of the group, not yet acked) and the
+        DLQ topic's length. Topics that do not exist count as empty and are not created."""
+        admin = await self._get_admin()
+        with kafka_errors("list topics"):
+            existing = set(await admin.list_topics())
+        length, ends = await self._topic_extent(topic) if topic in existing else (0, {})
+        dlq_topic = f"{topic}.DLQ"
+        dlq_depth = (await self._topic_extent(dlq_topic))[0] if dlq_topic in existing else 0
+        lag = pending = None
+        if group is not None:
+            if ends:
+                with kafka_errors(f"committed offsets of group {group!r}"):
+                    committed = await admin.list_consumer_group_offsets(
+                        self.config.group_id(group, topic), partitions=list(ends)
+                    )
+                starts = await self._starts(list(ends))
+                lag = 0
+                for tp, end in ends.items():
+                    meta = committed.get(tp)
+                    position = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
+                    lag += max(end - position, 0)
+            else:
+                lag = 0
+            pending = sum(
+                r.pending() for r in self._receivers if r.group == group and r.topic == topic
+            )
+        return BacklogStats(
+            topic=topic, group=group, length=length, lag=lag, pending=pending, dlq_depth=dlq_depth
+        )
+
+    async def _topic_extent(self, topic: str) -> tuple[int, dict[TopicPartition, int]]:
+        admin = await self._get_admin()
+        with kafka_errors(f"describe topic {topic!r}"):
+            described = await admin.describe_topics([topic])
+        tps = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+        consumer = await self._get_offsets_consumer()
+        with kafka_errors(f"end offsets of {topic!r}"):
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        starts = await self._starts(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps), ends
+
+    async def _starts(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        consumer = await self._get_offsets_consumer()
+        with kafka_errors("beginning offsets"):
+            starts: dict[TopicPartition, int] = await consumer.beginning_offsets(tps)
+        return starts
+
+
+def create_kafka_bus(
+    config: KafkaConfig | None = None,
+    *,
+    codec: Codec | None = None,
+    observer: Observer | None = None,
+) -> KafkaBus:
+    """Create a Kafka bus; safe to call outside a running event loop.
+
+    Raises:
+        ConfigurationError: the config asks for something this installation cannot do
+            (a compression library that is missing).
+    """
+    return KafkaBus(config, codec=codec, observer=observer)

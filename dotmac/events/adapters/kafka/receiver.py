@@ -1,0 +1,302 @@
+"""The Kafka Receiver: an AIOKafkaConsumer whose commits follow finished handlers.
+
+Auto-commit is off. Each assigned partition has a :class:`PartitionLedger`; an ack marks an
+offset done and the receiver commits, per partition, up to the first offset not yet done, so
+a message still running or failing is never skipped by a later commit. Kafka keeps no delivery
+count, so the count lives in the ledger (in memory) for as long as this consumer owns the
+partition. In a rebalance, revoked partitions stop being handed out, their in-flight handlers
+get ``revoke_timeout_ms`` to finish, what finished is committed, and their ledgers are dropped:
+acks arriving later are ignored and those messages go to the next owner.
+
+A private receiver (``subscribe(group=None)``) assigns itself every partition from the end of
+the topic without joining a group, and commits nothing: its progress dies with it anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import errors as kafka
+
+from dotmac.events.adapters.kafka.errors import kafka_errors
+from dotmac.events.adapters.kafka.ledger import PartitionLedger, Slot
+from dotmac.events.adapters.kafka_config import KafkaConfig
+from dotmac.events.transport import Delivery
+
+__all__ = ["KafkaReceiver"]
+
+logger = logging.getLogger("dotmac.events.kafka")
+
+_FETCH_WAIT_MS = 1000  # how long one fetch() may block waiting for records
+
+
+class KafkaReceiver:
+    """Receiver for one topic and group (see :class:`~dotmac.events.transport.Receiver`)."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        topic: str,
+        group: str,
+        *,
+        private: bool,
+        on_close: Callable[[KafkaReceiver], None] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self.private = private
+        self._config = config
+        self._on_close = on_close
+        self._consumer = AIOKafkaConsumer(
+            **config.consumer_kwargs(
+                group=None if private else config.group_id(group, topic), private=private
+            )
+        )
+        self._ledgers: dict[int, PartitionLedger] = {}
+        self._assigned = asyncio.Event()
+        self._changed = asyncio.Event()  # an in-flight offset was acked or given up
+        self._interrupted = asyncio.Event()
+        self._closing = False
+        self._revoking = False
+        self._getmany: asyncio.Task[dict[TopicPartition, list[Any]]] | None = None
+
+    # --- joining ---------------------------------------------------------------------------------
+
+    async def start(self, partitions: Sequence[int]) -> None:
+        """Join the group (or assign every partition, if private) and resolve start positions."""
+        consumer = self._consumer
+        with kafka_errors(f"consumer start on {self.topic!r}"):
+            await consumer.start()
+            try:
+                if self.private:
+                    tps = [TopicPartition(self.topic, p) for p in partitions]
+                    consumer.assign(tps)
+                    await consumer.seek_to_end(*tps)
+                    self._on_assigned(tps)
+                else:
+                    consumer.subscribe([self.topic], listener=_Listener(self))
+                    join_timeout = (
+                        self._config.request_timeout_ms + 3 * self._config.session_timeout_ms
+                    ) / 1000
+                    async with asyncio.timeout(join_timeout):
+                        await self._assigned.wait()
+                for tp in consumer.assignment():  # so events published from now on are seen
+                    await consumer.position(tp)
+            except BaseException:
+                await consumer.stop()
+                raise
+
+    def _on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        for tp in assigned:
+            if tp.topic == self.topic:
+                self._ledgers[tp.partition] = PartitionLedger(tp.partition)
+        self._revoking = False
+        self._assigned.set()
+
+    async def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        ledgers = [
+            ledger for tp in revoked if (ledger := self._ledgers.get(tp.partition)) is not None
+        ]
+        if not ledgers:
+            return
+        self._revoking = True
+        for ledger in ledgers:
+            ledger.revoking = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.revoke_timeout_ms / 1000
+        while any(ledger.in_flight() for ledger in ledgers) and loop.time() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(deadline - loop.time(), 0)):
+                    await self._changed.wait()
+        late = sum(ledger.in_flight() for ledger in ledgers)
+        if late:
+            logger.warning(
+                "kafka topic %s, group %s: %d handlers still running after revoke_timeout_ms; "
+                "their messages go to the next owner",
+                self.topic,
+                self.group,
+                late,
+            )
+        try:
+            await self._commit(ledgers)
+        except Exception as exc:
+            logger.warning(
+                "kafka topic %s, group %s: commit on revoke failed: %r", self.topic, self.group, exc
+            )
+        for ledger in ledgers:
+            self._ledgers.pop(ledger.partition, None)
+
+    # --- the Receiver protocol -----------------------------------------------------------------
+
+    async def fetch(self, max_count: int, acks: Sequence[Delivery]) -> Sequence[Delivery]:
+        await self.ack(acks)
+        taken = self._take_released(max_count)
+        if taken or self._interrupted.is_set():
+            return taken
+        self._getmany = asyncio.ensure_future(
+            self._consumer.getmany(timeout_ms=_FETCH_WAIT_MS, max_records=max_count)
+        )
+        interrupted = asyncio.ensure_future(self._interrupted.wait())
+        try:
+            await asyncio.wait([self._getmany, interrupted], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+        task, self._getmany = self._getmany, None
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            return []
+        with kafka_errors(f"fetch from {self.topic!r}"):
+            records = task.result()
+        return self._hand_out(records)
+
+    def _hand_out(self, records: dict[TopicPartition, list[Any]]) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        for tp, batch in records.items():
+            ledger = self._ledgers.get(tp.partition)
+            if ledger is None or ledger.revoking:
+                continue  # not ours any more: the next owner reads them from the commit
+            for record in batch:
+                key = None if record.key is None else bytes(record.key).decode(errors="replace")
+                slot = ledger.add(record.offset, bytes(record.value or b""), key)
+                if slot is not None:
+                    deliveries.append(self._delivery(ledger, slot))
+            if len(ledger) >= self._config.max_uncommitted and not ledger.paused:
+                ledger.paused = True  # a stuck offset holds too many finished ones behind it
+                self._consumer.pause(tp)
+        return deliveries
+
+    def _delivery(self, ledger: PartitionLedger, slot: Slot) -> Delivery:
+        return Delivery(
+            data=slot.data or b"",
+            count=slot.count,
+            message_id=f"{self.topic}:{ledger.partition}:{slot.offset}",
+            key=slot.key,
+            partition=ledger.partition,
+            offset=slot.offset,
+            token=ledger,
+        )
+
+    def _current(self, delivery: Delivery) -> PartitionLedger | None:
+        """The delivery's ledger if it is still this receiver's live one for that partition."""
+        ledger = delivery.token
+        if not isinstance(ledger, PartitionLedger) or delivery.partition is None:
+            return None
+        return ledger if self._ledgers.get(delivery.partition) is ledger else None
+
+    def _take_released(self, max_count: int) -> list[Delivery]:
+        if self._closing:
+            return []
+        taken: list[Delivery] = []
+        for ledger in self._ledgers.values():
+            if ledger.revoking:
+                continue
+            for slot in ledger.released()[: max_count - len(taken)]:
+                ledger.again(slot.offset)
+                taken.append(self._delivery(ledger, slot))
+        return taken
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        touched: set[PartitionLedger] = set()
+        for delivery in deliveries:
+            ledger = self._current(delivery)
+            if ledger is not None and ledger.done(delivery.offset):
+                touched.add(ledger)
+        if touched:
+            self._changed.set()
+        if self._revoking:
+            return  # the revoke callback commits what is done, once
+        await self._commit(list(self._ledgers.values()))
+
+    async def _commit(self, ledgers: Sequence[PartitionLedger]) -> None:
+        """Commit each ledger's contiguous done position where it moved, then resume paused ones."""
+        offsets = {}
+        for ledger in ledgers:
+            position = ledger.to_commit()
+            if position is not None:
+                offsets[ledger] = position
+        if offsets and not self.private:
+            commit = {
+                TopicPartition(self.topic, ledger.partition): pos for ledger, pos in offsets.items()
+            }
+            try:
+                with kafka_errors(f"commit on {self.topic!r}"):
+                    await self._consumer.commit(commit)
+            except Exception as exc:
+                cause = exc.__cause__
+                if isinstance(cause, kafka.CommitFailedError | kafka.IllegalStateError):
+                    # the group is rebalancing: the revoke callback commits what is done
+                    logger.debug("kafka commit deferred by a rebalance: %r", cause)
+                    return
+                raise
+        for ledger, position in offsets.items():
+            ledger.committed = position
+        for ledger in ledgers:
+            if ledger.paused and len(ledger) < self._config.max_uncommitted:
+                ledger.paused = False
+                if self._ledgers.get(ledger.partition) is ledger:
+                    self._consumer.resume(TopicPartition(self.topic, ledger.partition))
+
+    async def redeliver(self, delivery: Delivery) -> Delivery | None:
+        ledger = self._current(delivery)
+        if ledger is None or ledger.revoking or self._closing:
+            if ledger is not None:  # stop the revoke waiting for it: it will not run here
+                ledger.release(delivery.offset)
+                self._changed.set()
+            return None
+        slot = ledger.again(delivery.offset)
+        return None if slot is None else self._delivery(ledger, slot)
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            ledger = self._current(delivery)
+            if ledger is not None:
+                ledger.release(delivery.offset)
+        self._changed.set()
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._interrupted.set()
+        self._changed.set()
+        try:
+            if not self._revoking:
+                await self._commit(list(self._ledgers.values()))
+        except Exception as exc:
+            logger.warning(
+                "kafka topic %s, group %s: final commit failed: %r", self.topic, self.group, exc
+            )
+        finally:
+            self._ledgers.clear()
+            if self._on_close is not None:
+                self._on_close(self)
+            with kafka_errors(f"consumer stop on {self.topic!r}"):
+                await self._consumer.stop()
+
+    # --- introspection for stats() -------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Messages handed out here and not yet acked."""
+        return sum(ledger.in_flight() for ledger in self._ledgers.values())
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, receiver: KafkaReceiver) -> None:
+        self._receiver = receiver
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self._receiver._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._receiver._on_assigned(assigned)

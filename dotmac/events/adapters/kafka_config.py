@@ -1,0 +1,300 @@
+"""KafkaConfig: the Kafka bus settings, checked at construction, mapped onto aiokafka.
+
+This module imports no aiokafka, so ``KafkaConfig`` can be built (and validated) in a venv
+without the ``kafka`` extra. The mapping onto aiokafka's real keyword arguments lives in
+:meth:`KafkaConfig.producer_kwargs`, :meth:`~KafkaConfig.consumer_kwargs` and
+:meth:`~KafkaConfig.admin_kwargs`; nothing else passes settings to aiokafka.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dotmac.events.errors import ConfigurationError
+
+__all__ = ["KafkaConfig"]
+
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd")
+_INT_MAX = 2_147_483_647
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaConfig:
+    """Settings of the Kafka bus (aiokafka underneath).
+
+    The seed fields and where they go in aiokafka:
+
+    ==========================  ===================================================================
+    ``bootstrap_servers``       ``bootstrap_servers`` (a comma-separated str or a sequence)
+    ``security_protocol``       ``security_protocol``; ``SSL``/``SASL_SSL`` without ``ssl_context``
+                                get ``ssl.create_default_context()`` (aiokafka requires one)
+    ``sasl_mechanism``          ``sasl_mechanism`` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)
+    ``sasl_username/password``  ``sasl_plain_username`` / ``sasl_plain_password`` (also SCRAM)
+    ``acks``                    ``acks`` (``"all"``, 1 or 0; -1 means ``"all"``)
+    ``retries``                 not an aiokafka parameter. aiokafka retries a failed batch by
+                                itself until ``request_timeout_ms``; when a send still fails with
+                                a retriable error the bus sends it again, at most ``retries``
+                                times and never past ``delivery_timeout_ms`` from the first try
+                                (Java's ``retries`` + ``delivery.timeout.ms``). 0: no resend.
+    ``compression_type``        ``compression_type`` (snappy, lz4, zstd need ``cramjam``)
+    ``batch_size``              ``max_batch_size`` (bytes per partition batch, like Java's
+                                ``batch.size``)
+    ``linger_ms``               ``linger_ms``
+    ==========================  ===================================================================
+
+    ``enable_idempotence`` is off by default: delivery is at-least-once end to end anyway
+    (consumers may see a message twice after a crash or rebalance and can dedupe on
+    ``event.id``), a resend by the bus after a failed publish is a new produce that
+    idempotence would not dedupe, and Kafka-protocol brokers without InitProducerId support
+    (Tansu, used in our tests) reject it. Turn it on with Apache Kafka to stop aiokafka's own
+    retries from writing duplicates; it requires ``acks="all"``.
+
+    Consumers: ``auto_offset_reset`` is where a named group with no committed offset starts;
+    a private group (``subscribe(group=None)``) always starts at the end of the topic.
+    ``revoke_timeout_ms`` bounds how long a consumer losing partitions in a rebalance waits
+    for their running handlers before committing what finished. ``max_uncommitted`` bounds,
+    per partition, handled-but-uncommitted offsets held behind one that is still running or
+    failing: past it that partition is paused until the stuck message is done.
+
+    ``group_id_format`` makes the Kafka group id from the bus's ``(group, topic)``. The bus's
+    groups belong to one topic, Kafka's span topics: with the default ``"{group}.{topic}"``
+    each subscription is its own Kafka group, so subscribing one service to 20 topics does not
+    make 20 consumers rebalance one shared group (each join stops every member). Use
+    ``"{group}"`` to keep plain group ids, for example to take over an existing group's offsets.
+
+    Topics: with ``auto_create_topics`` the bus creates a topic with ``num_partitions`` and
+    ``replication_factor`` (None: the broker's default) before it first produces to or
+    consumes from it.
+
+    Secrets (``sasl_password``) never appear in ``repr()``.
+    """
+
+    bootstrap_servers: str | Sequence[str] = "localhost:9092"
+    client_id: str = "dotmac-events"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    # producer
+    acks: Literal["all", 0, 1, -1] = "all"
+    retries: int = _INT_MAX
+    delivery_timeout_ms: int = 120_000
+    retry_backoff_ms: int = 100
+    compression_type: str | None = None
+    batch_size: int = 16_384
+    linger_ms: int = 5
+    max_request_size: int = 1_048_576
+    enable_idempotence: bool = False
+    request_timeout_ms: int = 30_000
+    # consumer
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    revoke_timeout_ms: int = 10_000
+    fetch_max_wait_ms: int = 500
+    fetch_min_bytes: int = 1
+    fetch_max_bytes: int = 52_428_800
+    max_partition_fetch_bytes: int = 1_048_576
+    max_poll_records: int = 500
+    max_uncommitted: int = 10_000
+    group_id_format: str = "{group}.{topic}"
+    # topics
+    auto_create_topics: bool = True
+    num_partitions: int = 3
+    replication_factor: int | None = None
+    # bus
+    close_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        servers = self.bootstrap_list()
+        if not servers:
+            raise ConfigurationError(
+                "bootstrap_servers",
+                f"must name at least one host:port, got {self.bootstrap_servers!r}",
+            )
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ConfigurationError("bootstrap_servers", f"{server!r} is not host:port")
+        if not isinstance(self.client_id, str) or not self.client_id:
+            raise ConfigurationError("client_id", "must be a non-empty str")
+        self._check_security()
+        if self.acks not in ("all", 0, 1, -1) or isinstance(self.acks, bool):
+            raise ConfigurationError("acks", f"must be 'all', 1, 0 or -1, got {self.acks!r}")
+        if self.compression_type is not None and self.compression_type not in _COMPRESSIONS:
+            raise ConfigurationError(
+                "compression_type",
+                f"must be one of {_COMPRESSIONS} or None, got {self.compression_type!r}",
+            )
+        if self.auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigurationError(
+                "auto_offset_reset",
+                f"must be 'earliest' or 'latest', got {self.auto_offset_reset!r}",
+            )
+        for name in ("enable_idempotence", "auto_create_topics"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(name, f"must be a bool, got {getattr(self, name)!r}")
+        if self.enable_idempotence and self.acks not in ("all", -1):
+            raise ConfigurationError("enable_idempotence", "requires acks='all'")
+        self._check_numbers()
+        try:
+            probe = self.group_id_format.format(group="g", topic="t")
+        except (AttributeError, IndexError, KeyError, ValueError) as exc:
+            raise ConfigurationError(
+                "group_id_format", f"only {{group}} and {{topic}}: {exc!r}"
+            ) from exc
+        if "{group}" not in self.group_id_format or not probe:
+            raise ConfigurationError("group_id_format", "must contain {group}")
+
+    def _check_security(self) -> None:
+        if self.security_protocol not in _SECURITY_PROTOCOLS:
+            raise ConfigurationError(
+                "security_protocol",
+                f"must be one of {_SECURITY_PROTOCOLS}, got {self.security_protocol!r}",
+            )
+        if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
+            raise ConfigurationError("ssl_context", "must be an ssl.SSLContext or None")
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism not in _SASL_MECHANISMS:
+                raise ConfigurationError(
+                    "sasl_mechanism",
+                    f"must be one of {_SASL_MECHANISMS} with {self.security_protocol}, "
+                    f"got {self.sasl_mechanism!r}",
+                )
+            if not self.sasl_username:
+                raise ConfigurationError("sasl_username", f"is required for {self.sasl_mechanism}")
+            if not self.sasl_password:
+                # never echo the value
+                raise ConfigurationError("sasl_password", f"is required for {self.sasl_mechanism}")
+        elif self.sasl_mechanism is not None and self.sasl_mechanism not in _SASL_MECHANISMS:
+            raise ConfigurationError(
+                "sasl_mechanism", f"must be one of {_SASL_MECHANISMS}, got {self.sasl_mechanism!r}"
+            )
+
+    def _check_numbers(self) -> None:
+        minimums = {
+            "retries": 0,
+            "delivery_timeout_ms": 1,
+            "retry_backoff_ms": 0,
+            "batch_size": 1,
+            "linger_ms": 0,
+            "max_request_size": 1,
+            "request_timeout_ms": 1,
+            "session_timeout_ms": 1,
+            "heartbeat_interval_ms": 1,
+            "max_poll_interval_ms": 1,
+            "revoke_timeout_ms": 0,
+            "fetch_max_wait_ms": 0,
+            "fetch_min_bytes": 1,
+            "fetch_max_bytes": 1,
+            "max_partition_fetch_bytes": 1,
+            "max_poll_records": 1,
+            "max_uncommitted": 1,
+            "num_partitions": 1,
+        }
+        for name, low in minimums.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigurationError(name, f"must be an int >= {low}, got {value!r}")
+        if self.replication_factor is not None and (
+            not isinstance(self.replication_factor, int) or self.replication_factor < 1
+        ):
+            raise ConfigurationError(
+                "replication_factor",
+                f"must be an int >= 1 or None, got {self.replication_factor!r}",
+            )
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ConfigurationError(
+                "heartbeat_interval_ms",
+                f"must be below session_timeout_ms ({self.session_timeout_ms}), "
+                f"got {self.heartbeat_interval_ms}",
+            )
+        if self.revoke_timeout_ms >= self.max_poll_interval_ms:
+            raise ConfigurationError(
+                "revoke_timeout_ms",
+                f"must be below max_poll_interval_ms ({self.max_poll_interval_ms}), the time the "
+                f"group waits for a member to rejoin; got {self.revoke_timeout_ms}",
+            )
+        if self.delivery_timeout_ms < self.linger_ms:
+            raise ConfigurationError(
+                "delivery_timeout_ms", f"must be >= linger_ms ({self.linger_ms})"
+            )
+        if (
+            isinstance(self.close_timeout, bool)
+            or not isinstance(self.close_timeout, int | float)
+            or self.close_timeout <= 0
+        ):
+            raise ConfigurationError(
+                "close_timeout", f"must be > 0 seconds, got {self.close_timeout!r}"
+            )
+
+    # --- the mapping onto aiokafka -------------------------------------------------------------
+
+    def bootstrap_list(self) -> list[str]:
+        """``bootstrap_servers`` as a list of ``host:port`` strings."""
+        raw = self.bootstrap_servers
+        parts = raw.split(",") if isinstance(raw, str) else list(raw)
+        return [p.strip() for p in parts if isinstance(p, str) and p.strip()]
+
+    def _common_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_list(),
+            "client_id": self.client_id,
+            "request_timeout_ms": self.request_timeout_ms,
+            "retry_backoff_ms": self.retry_backoff_ms,
+            "security_protocol": self.security_protocol,
+        }
+        context = self.ssl_context
+        if context is None and self.security_protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context()
+        if context is not None:
+            kwargs["ssl_context"] = context
+        if self.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        return kwargs
+
+    def producer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``aiokafka.AIOKafkaProducer``."""
+        return {
+            **self._common_kwargs(),
+            "acks": "all" if self.acks == -1 else self.acks,
+            "compression_type": self.compression_type,
+            "max_batch_size": self.batch_size,
+            "linger_ms": self.linger_ms,
+            "max_request_size": self.max_request_size,
+            "enable_idempotence": self.enable_idempotence,
+        }
+
+    def group_id(self, group: str, topic: str) -> str:
+        """The Kafka consumer group id for the bus's ``group`` on ``topic``."""
+        return self.group_id_format.format(group=group, topic=topic)
+
+    def consumer_kwargs(self, *, group: str | None, private: bool) -> dict[str, Any]:
+        """Keyword arguments for ``aiokafka.AIOKafkaConsumer`` (offsets are committed by hand)."""
+        return {
+            **self._common_kwargs(),
+            "group_id": group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "latest" if private else self.auto_offset_reset,
+            "session_timeout_ms": self.session_timeout_ms,
+            "heartbeat_interval_ms": self.heartbeat_interval_ms,
+            "max_poll_interval_ms": self.max_poll_interval_ms,
+            "fetch_max_wait_ms": self.fetch_max_wait_ms,
+            "fetch_min_bytes": self.fetch_min_bytes,
+            "fetch_max_bytes": self.fetch_max_bytes,
+            "max_partition_fetch_bytes": self.max_partition_fetch_bytes,
+            "max_poll_records": self.max_poll_records,
+        }
+
+    def admin_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``aiokafka.admin.AIOKafkaAdminClient``."""
+        return self._common_kwargs()
