@@ -120,7 +120,7 @@ class JsonCodec:
         if version != ENVELOPE_VERSION:
             raise DecodeError(f"unknown envelope version {version!r} (expected 1)")
         if "headers" in doc and not isinstance(doc["headers"], dict):
-            raise DecodeError("envelope field 'headers' must be a JSON object")
+            raise DecodeError("envelope has an invalid field: headers must be a JSON object")
         try:
             event = Event(
                 doc["topic"],

@@ -166,10 +166,8 @@ async def create_dlq_consumer(
     A dead letter is acked only after ``handler`` returned, like any other event.
     """
 
-    codec: Codec | None = getattr(bus, "codec", None)  # read originals as the bus wrote them
-
     async def on_event(event: Event) -> Any:
-        return await handler(DLQEntry.from_event(event, codec))
+        return await handler(DLQEntry.from_event(event))
 
     return await bus.subscribe(dlq_topic, on_event, group=group, concurrency=concurrency)
 
