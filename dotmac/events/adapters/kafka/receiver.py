@@ -140,7 +140,10 @@ class KafkaReceiver:
         if taken or self._interrupted.is_set():
             return taken
         self._getmany = asyncio.ensure_future(
-            self._consumer.getmany(timeout_ms=_FETCH_WAIT_MS, max_records=max_count)
+            self._consumer.getmany(
+                timeout_ms=_FETCH_WAIT_MS,
+                max_records=min(max_count, self._config.max_poll_records),
+            )
         )
         interrupted = asyncio.ensure_future(self._interrupted.wait())
         try:
