@@ -34,8 +34,15 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import NoOpTracerProvider
 from prometheus_client import CollectorRegistry
 
-from dotmac.events import CompositeObserver, Event, EventBus, MemoryConfig, Observer
-from dotmac.events import create_memory_bus, create_redis_bus
+from dotmac.events import (
+    CompositeObserver,
+    Event,
+    EventBus,
+    MemoryConfig,
+    Observer,
+    create_memory_bus,
+    create_redis_bus,
+)
 from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.observability.otel import TracingObserver
 from dotmac.events.observability.prometheus import PrometheusObserver
