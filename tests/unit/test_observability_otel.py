@@ -195,3 +195,38 @@ async def test_failed_publish_sets_error_status(
 def test_rejects_a_non_provider() -> None:
     with pytest.raises(ConfigurationError, match="tracer_provider"):
         TracingObserver(tracer_provider="jaeger")  # type: ignore[arg-type]
+
+
+async def test_span_of_a_failed_dead_letter_publish_is_ended_on_redelivery(
+    tracing: TracingObserver, exporter: InMemorySpanExporter
+) -> None:
+    refusals = 0
+
+    def refuse_first_dlq(topic: str, payload: object) -> None:
+        nonlocal refusals
+        if topic.endswith(".DLQ") and refusals == 0:
+            refusals += 1
+            raise ValueError("DLQ unavailable")
+
+    codec = JsonCodec.with_schema_validation(refuse_first_dlq)
+    dead = asyncio.Event()
+
+    async def always_reject(event: Event) -> None:
+        from dotmac.events import Reject
+
+        raise Reject("no")
+
+    async def on_dead(event: Event) -> None:
+        dead.set()
+
+    async with create_memory_bus(codec=codec, observer=tracing) as bus:
+        options = create_exponential_retry_options(base_delay_ms=1, max_delay_ms=2)
+        await run_consumer(bus, "jobs", always_reject, options, group="g")
+        await bus.subscribe("jobs.DLQ", on_dead, group="dlq")
+        await bus.publish(Event("jobs", {}))
+        async with asyncio.timeout(5):
+            await dead.wait()
+    consumers = by_kind(exporter.get_finished_spans(), SpanKind.CONSUMER, "jobs")
+    assert len(consumers) == 2  # the first attempt's span was ended when the message came back
+    assert [e.name for e in consumers[-1].events] == ["exception", "dead_letter"]
+    assert not tracing._failed
