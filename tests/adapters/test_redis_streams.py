@@ -1,0 +1,238 @@
+"""Redis-specific behaviour against a real server: wire format, foreign entries, trimming of
+pending entries, idle consumer cleanup, restart pickup of our own pending entries, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as redis_asyncio
+
+from dotmac.events import (
+    ConsumerOptions,
+    DLQEntry,
+    Event,
+    RedisConfig,
+    RedisStreamsBus,
+    create_redis_bus,
+    run_consumer,
+)
+from dotmac.events.observability import NoopObserver
+from dotmac.events.testing import wait_until
+from tests.support.redis_server import redis_cli
+
+pytestmark = pytest.mark.redis
+
+
+def fast_config(url: str, prefix: str, **overrides: Any) -> RedisConfig:
+    options: dict[str, Any] = {
+        "url": url,
+        "key_prefix": prefix,
+        "block_ms": 100,
+        "claim_idle_ms": 400,
+        "claim_interval": 0.1,
+    }
+    options.update(overrides)
+    return RedisConfig(**options)
+
+
+class ErrorRecorder(NoopObserver):
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str, BaseException]] = []
+
+    def error(self, topic: str, *, adapter: str, where: str, error: BaseException) -> None:
+        self.errors.append((topic, where, error))
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[redis_asyncio.Redis]:
+    client = redis_asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_entries_are_readable_with_redis_cli(redis_url: str, redis_prefix: str) -> None:
+    bus = create_redis_bus(fast_config(redis_url, redis_prefix))
+    event = Event(
+        "orders",
+        {"total": 12.5, "name": "Zoë"},
+        key="cust-7",
+        tenant_id="acme",
+        headers={"trace": "abc"},
+    )
+    await bus.publish(event)
+    await bus.close()
+    out = redis_cli(redis_url, "--no-raw", "XRANGE", f"{redis_prefix}orders", "-", "+")
+    lines = redis_cli(redis_url, "XRANGE", f"{redis_prefix}orders", "-", "+").splitlines()
+    assert '"data"' in out and '"key"' in out
+    fields = dict(zip(lines[1::2], lines[2::2], strict=False))
+    envelope = json.loads(fields["data"])
+    assert envelope["id"] == str(event.id)
+    assert envelope["payload"] == {"total": 12.5, "name": "Zoë"}
+    assert envelope["key"] == "cust-7" and fields["key"] == "cust-7"
+    assert envelope["tenant_id"] == "acme" and envelope["headers"] == {"trace": "abc"}
+
+
+async def test_foreign_entry_goes_to_dlq_and_consumer_continues(
+    redis_url: str, redis_prefix: str
+) -> None:
+    bus = create_redis_bus(fast_config(redis_url, redis_prefix))
+    good: list[Any] = []
+    dead: list[DLQEntry] = []
+
+    async def handler(event: Event) -> None:
+        good.append(event.payload)
+
+    async def on_dead(event: Event) -> None:
+        dead.append(DLQEntry.from_event(event))
+
+    await run_consumer(bus, "mixed", handler, ConsumerOptions(max_retries=1), group="g")
+    await bus.subscribe("mixed.DLQ", on_dead, group="dlq")
+    await bus.publish(Event("mixed", 1))
+    stream = f"{redis_prefix}mixed"
+    redis_cli(redis_url, "XADD", stream, "*", "order", "42", "status", "paid")
+    redis_cli(redis_url, "XADD", stream, "*", "data", "not json at all")
+    await bus.publish(Event("mixed", 2))
+    await wait_until(lambda: len(good) == 2 and len(dead) == 2, 10, "2 good, 2 dead letters")
+    assert good == [1, 2]
+    assert {d.error_type for d in dead} == {"DecodeError"}
+    assert [d.attempts for d in dead] == [1, 1]
+    foreign = json.loads(dead[0].original_data)
+    assert foreign == {"order": "42", "status": "paid"}
+    assert dead[1].original_data == b"not json at all"
+    stats = await bus.stats("mixed", "g")
+    assert stats.pending == 0 and stats.dlq_depth == 2 and stats.length == 4
+    await bus.close()
+
+
+async def test_pending_entry_trimmed_from_a_dead_consumer_is_reported(
+    redis_url: str, redis_prefix: str, raw: redis_asyncio.Redis
+) -> None:
+    stream = f"{redis_prefix}trim"
+    observer = ErrorRecorder()
+    bus = create_redis_bus(fast_config(redis_url, redis_prefix), observer=observer)
+    await bus.publish(Event("trim", "lost"))
+    # A consumer that read it and died without acking.
+    await raw.xgroup_create(stream, "g", id="0")
+    await raw.xreadgroup("g", "dead-one", {stream: ">"}, count=1)
+    await raw.xtrim(stream, maxlen=0, approximate=False)
+    handled: list[Any] = []
+
+    async def handler(event: Event) -> None:
+        handled.append(event.payload)
+
+    await bus.subscribe("trim", handler, group="g")
+    await wait_until(lambda: bus.lost_to_trimming == 1, 5, "trimmed entry reported")
+    assert [where for _, where, _ in observer.errors] == ["trimmed"]
+    assert "trimmed" in str(observer.errors[0][2]) and stream in str(observer.errors[0][2])
+    assert (await raw.xpending(stream, "g"))["pending"] == 0  # acked, no longer haunting
+    assert handled == []
+    assert (await bus.health()).details["lost_to_trimming"] == 1
+    await bus.close()
+
+
+async def test_entry_trimmed_while_waiting_for_retry_is_reported(
+    redis_url: str, redis_prefix: str, raw: redis_asyncio.Redis
+) -> None:
+    observer = ErrorRecorder()
+    bus = create_redis_bus(fast_config(redis_url, redis_prefix), observer=observer)
+    calls: list[int] = []
+
+    async def failing(event: Event) -> None:
+        calls.append(event.delivery_count)
+        if len(calls) == 1:
+            await raw.xtrim(f"{redis_prefix}retry-trim", maxlen=0, approximate=False)
+        raise RuntimeError("fails")
+
+    options = ConsumerOptions(max_retries=5, backoff_base_ms=300, jitter=False)
+    await run_consumer(bus, "retry-trim", failing, options, group="g")
+    await bus.publish(Event("retry-trim", "x"))
+    await wait_until(lambda: bus.lost_to_trimming == 1, 5, "trimmed entry reported")
+    await asyncio.sleep(0.5)
+    assert calls == [1]
+    assert [where for _, where, _ in observer.errors] == ["trimmed"]
+    assert (await raw.xpending(f"{redis_prefix}retry-trim", "g"))["pending"] == 0
+    await bus.close()
+
+
+async def test_idle_consumers_without_pending_are_removed(
+    redis_url: str, redis_prefix: str, raw: redis_asyncio.Redis
+) -> None:
+    stream = f"{redis_prefix}idle"
+    await raw.xadd(stream, {"data": b"x"})
+    await raw.xgroup_create(stream, "g", id="0")
+    await raw.xgroup_createconsumer(stream, "g", "idle-empty")
+    await raw.xreadgroup("g", "idle-holding", {stream: ">"}, count=1)  # holds one entry
+    await asyncio.sleep(0.3)
+    # Claims are off (long idle), so the holding consumer keeps its entry during the test.
+    config = fast_config(
+        redis_url, redis_prefix, claim_idle_ms=60_000, claim_interval=0.1, idle_consumer_ms=200
+    )
+    bus = create_redis_bus(config)
+    await bus.subscribe("idle", _noop, group="g")
+
+    async def names() -> dict[str, int]:
+        infos = await raw.xinfo_consumers(stream, "g")
+        return {i["name"].decode(): i["pending"] for i in infos}
+
+    for _ in range(100):
+        if "idle-empty" not in await names():
+            break
+        await asyncio.sleep(0.05)
+    consumers = await names()
+    assert "idle-empty" not in consumers
+    assert consumers["idle-holding"] == 1
+    await bus.close()
+    # Closing leaves the group when nothing is pending for us.
+    assert set(await names()) == {"idle-holding"}
+
+
+async def test_restart_with_fixed_name_handles_own_pending_first(
+    redis_url: str, redis_prefix: str, raw: redis_asyncio.Redis
+) -> None:
+    stream = f"{redis_prefix}restart"
+    config = fast_config(redis_url, redis_prefix, consumer_name="worker-1", claim_idle_ms=60_000)
+    bus = create_redis_bus(config)
+    await bus.publish_many([Event("restart", n) for n in range(3)])
+    # The previous life of worker-1 read all three and died.
+    await raw.xgroup_create(stream, "g", id="0")
+    await raw.xreadgroup("g", "worker-1", {stream: ">"}, count=3)
+    await bus.publish(Event("restart", 3))
+    seen: list[tuple[int, int]] = []
+
+    async def handler(event: Event) -> None:
+        seen.append((event.payload, event.delivery_count))
+
+    await bus.subscribe("restart", handler, group="g")
+    await wait_until(lambda: len(seen) == 4, 5, "4 events")
+    assert seen == [(0, 2), (1, 2), (2, 2), (3, 1)]
+    await bus.close()
+
+
+async def test_stats_report_backlog(redis_url: str, redis_prefix: str) -> None:
+    bus = create_redis_bus(fast_config(redis_url, redis_prefix))
+    release = asyncio.Event()
+
+    async def slow(event: Event) -> None:
+        await release.wait()
+
+    empty = await bus.stats("nothing", "g")
+    assert (empty.length, empty.pending, empty.dlq_depth) == (0, None, 0)
+    await bus.subscribe("backlog", slow, group="g")
+    await bus.publish_many([Event("backlog", n) for n in range(25)])
+    await asyncio.sleep(0.4)
+    stats = await bus.stats("backlog", "g")
+    assert stats.length == 25
+    assert stats.pending == 10  # prefetch_count
+    assert stats.lag == 15
+    assert stats.oldest_pending_age is not None and stats.oldest_pending_age >= 0
+    release.set()
+    await bus.close()
+    assert isinstance(bus, RedisStreamsBus)
+
+
+async def _noop(event: Event) -> None:
+    return None
