@@ -61,9 +61,9 @@ from dotmac.events.observability import (
 )
 
 if TYPE_CHECKING:
-    from dotmac.events.adapters.kafka import KafkaBus
+    from dotmac.events.adapters.kafka import KafkaBus as KafkaBus
 
-_LAZY = {  # names whose module imports an extra
+_LAZY = {  # extra-backed classes: attributes, not in __all__, so `import *` needs no extra
     "KafkaBus": "dotmac.events.adapters.kafka",
 }
 
@@ -103,7 +103,6 @@ __all__ = [
     "HealthStatus",
     "InvalidEventError",
     "JsonCodec",
-    "KafkaBus",
     "KafkaConfig",
     "LoggingObserver",
     "MemoryBus",
