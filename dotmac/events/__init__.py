@@ -44,6 +44,9 @@ from dotmac.events.observability.observer import CompositeObserver, NoopObserver
 from dotmac.events.policy import FailurePolicy, RedeliverPolicy
 
 # redis exports
+# isort: split
+from dotmac.events.adapters.redis_config import RedisConfig
+
 # kafka exports
 # isort: split
 from dotmac.events.adapters.kafka_config import KafkaConfig
@@ -62,9 +65,11 @@ from dotmac.events.observability import (
 
 if TYPE_CHECKING:
     from dotmac.events.adapters.kafka import KafkaBus as KafkaBus
+    from dotmac.events.adapters.redis import RedisStreamsBus as RedisStreamsBus
 
 _LAZY = {  # extra-backed classes: attributes, not in __all__, so `import *` needs no extra
     "KafkaBus": "dotmac.events.adapters.kafka",
+    "RedisStreamsBus": "dotmac.events.adapters.redis",
 }
 
 
@@ -114,6 +119,7 @@ __all__ = [
     "Observer",
     "PublishError",
     "RedeliverPolicy",
+    "RedisConfig",
     "Reject",
     "RequestTimeout",
     "RetryPolicy",

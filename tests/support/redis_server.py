@@ -51,7 +51,7 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process on 127.0.0.1 with no persistence; stop() and start() keep the port."""
+    """A redis-server on 127.0.0.1 without persistence; stop() then start() keeps the port."""
 
     def __init__(self, binary: str, port: int | None = None, *extra_args: str) -> None:
         self.binary = binary

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from dotmac.events.adapters.kafka import KafkaBus
     from dotmac.events.adapters.kafka_config import KafkaConfig
     from dotmac.events.adapters.redis import RedisStreamsBus
+    from dotmac.events.adapters.redis_config import RedisConfig
     from dotmac.events.codec import Codec
     from dotmac.events.observability.observer import Observer
 
@@ -21,7 +24,13 @@ def _missing_extra(extra: str, module: str, exc: ImportError) -> ImportError:
     )
 
 
-def create_redis_bus(*args: Any, **kwargs: Any) -> RedisStreamsBus:
+def create_redis_bus(
+    config: RedisConfig | None = None,
+    *,
+    client: Redis | None = None,
+    codec: Codec | None = None,
+    observer: Observer | None = None,
+) -> RedisStreamsBus:
     """Create a Redis Streams bus (see :func:`dotmac.events.adapters.redis.create_redis_bus`).
 
     Raises:
@@ -33,7 +42,7 @@ def create_redis_bus(*args: Any, **kwargs: Any) -> RedisStreamsBus:
         raise _missing_extra("redis", "redis", exc) from exc
     from dotmac.events.adapters.redis import create_redis_bus as factory
 
-    return factory(*args, **kwargs)
+    return factory(config, client=client, codec=codec, observer=observer)
 
 
 def create_kafka_bus(
