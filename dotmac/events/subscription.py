@@ -120,9 +120,12 @@ class ReceiverSubscription(Subscription):
             lane = zlib.crc32(delivery.key.encode()) % self.concurrency
         elif self.concurrency == 1:
             lane = 0
-        else:  # no key, no order to keep: the least busy lane
-            lane = min(range(self.concurrency), key=lambda i: self._lanes[i].qsize())
+        else:  # no key, no order to keep: the least busy lane, counting what it runs now
+            lane = min(range(self.concurrency), key=self._load)
         self._lanes[lane].put_nowait(delivery)
+
+    def _load(self, lane: int) -> int:
+        return self._lanes[lane].qsize() + (self._running[lane] is not None)
 
     async def _flush_loop(self) -> None:
         """Ship acks while the fetch task is blocked waiting for messages."""
