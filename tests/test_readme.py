@@ -19,6 +19,9 @@ EXPECTED = {
     "calculate.sum": "Sum: 15",
     "negative amount": "[('Reject', 'negative amount', 1)]",
     "validate_schema": "user_id is required",
+    "REDIS_URL": "order 1, delivery 1",
+    "KAFKA_BOOTSTRAP_SERVERS": "order 1 from partition",
+    "secure-password": "sasl_username='event-service'",
 }
 
 
@@ -61,5 +64,7 @@ def test_readme_block_runs(block: str, tmp_path: Path, request: pytest.FixtureRe
     for marker, expected in EXPECTED.items():
         if marker in block:
             assert expected in done.stdout, done.stdout
+    if "secure-password" in block:
+        assert "secure-password" not in done.stdout
     if "ConformanceSuite" in block:
         assert re.search(r"\b2\d passed\b", done.stdout), done.stdout
