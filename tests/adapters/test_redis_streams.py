@@ -103,9 +103,11 @@ async def test_foreign_entry_goes_to_dlq_and_consumer_continues(
     foreign = json.loads(dead[0].original_data)
     assert foreign == {"order": "42", "status": "paid"}
     assert dead[1].original_data == b"not json at all"
-    stats = await bus.stats("mixed", "g")
-    assert stats.pending == 0 and stats.dlq_depth == 2 and stats.length == 4
     await bus.close()
+    probe = create_redis_bus(fast_config(redis_url, redis_prefix))
+    stats = await probe.stats("mixed", "g")
+    await probe.close()
+    assert stats.pending == 0 and stats.dlq_depth == 2 and stats.length == 4
 
 
 async def test_pending_entry_trimmed_from_a_dead_consumer_is_reported(

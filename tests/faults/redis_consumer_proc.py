@@ -34,7 +34,7 @@ async def main(url: str, prefix: str, topic: str, group: str, mode: str, name: s
 
     async def work(event: Event) -> None:
         await record.rpush(f"{prefix}started", event.payload)
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)  # long enough that the kill lands mid-handler
         await record.rpush(f"{prefix}handled", event.payload)
 
     async def fail(event: Event) -> None:

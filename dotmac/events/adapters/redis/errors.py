@@ -36,7 +36,8 @@ def is_connection_error(exc: BaseException) -> bool:
 def is_no_group(exc: BaseException) -> bool:
     """True when Redis answered NOGROUP: the stream or its group is gone (deleted, or a restart
     without persistence)."""
-    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("NOGROUP")
+    # A pipeline wraps the reply: "Command # 2 (XREADGROUP ...) of pipeline caused error: NOGROUP"
+    return isinstance(exc, redis_errors.ResponseError) and "NOGROUP" in str(exc)
 
 
 def translate(
