@@ -275,12 +275,32 @@ class RedisReceiver:
         deleted = [_text(i) for i in reply[2]] if len(reply) > 2 else []  # Redis >= 7
         entries: list[tuple[Any, Mapping[Any, Any]]] = []
         now = time.monotonic()
+        orphans = False
         for entry_id, fields in reply[1]:
-            if _text(entry_id) in self._held:  # ours already (a late heartbeat): keep handling it
+            if entry_id is None:  # Redis 6.2 claims a trimmed entry and answers nil, no id
+                orphans = True
+            elif _text(entry_id) in self._held:  # ours already (a late heartbeat): keep handling it
                 self._held[_text(entry_id)] = now
             else:
                 entries.append((entry_id, fields))
+        if orphans:
+            claimed = {_text(i) for i, _ in entries}
+            deleted += [i for i in await self._trimmed_orphans() if i not in claimed]
         return await self._with_counts(entries, deleted)
+
+    async def _trimmed_orphans(self) -> list[str]:
+        """Ids pending for us that we do not hold and the stream no longer has (Redis 6.2)."""
+        mine = await self._client.xpending_range(
+            self.stream, self.group, min="-", max="+", count=1000, consumername=self.consumer
+        )
+        orphans = [_text(p["message_id"]) for p in mine if _text(p["message_id"]) not in self._held]
+        if not orphans:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for message_id in orphans:
+            pipe.xrange(self.stream, min=message_id, max=message_id)
+        found = await pipe.execute()
+        return [message_id for message_id, entry in zip(orphans, found, strict=True) if not entry]
 
     async def _with_counts(
         self, entries: list[tuple[Any, Mapping[Any, Any]]], deleted: list[str]
