@@ -473,9 +473,8 @@ class ConformanceSuite:
             good.append(event.payload["n"])
 
         await bus.subscribe(topic, handler, group="g")
-        await bus.publish(Event(topic, {"n": 1}))
-        await bus.publish(Event(topic, {"poison": True}))
-        await bus.publish(Event(topic, {"n": 2}))
+        for payload in ({"n": 1}, {"poison": True}, {"n": 2}):  # one key: one partition, in order
+            await bus.publish(Event(topic, payload, key="same"))
         await wait_until(lambda: len(good) >= 2 and len(dlq) >= 1, self.capabilities.timeout, "dlq")
         assert good == [1, 2]
         assert dlq[0].error_type == "DecodeError" and "poison" in dlq[0].error
