@@ -12,32 +12,15 @@ from dotmac.events.adapters.memory import MemoryConfig, create_memory_bus
 from dotmac.events.consumer import ConsumerOptions, run_consumer
 from dotmac.events.dlq import DLQEntry, create_dlq_consumer
 from dotmac.events.event import Event
-from dotmac.events.observability.observer import NoopObserver
+from dotmac.events.observability.collector import MetricsCollector
 
 __all__ = ["main"]
 
 
-class _RetryCounter(NoopObserver):
-    def __init__(self) -> None:
-        self.retries = 0
-
-    def retried(
-        self,
-        event: Event,
-        *,
-        group: str,
-        adapter: str,
-        attempt: int,
-        delay: float,
-        error: BaseException,
-    ) -> None:
-        self.retries += 1
-
-
 async def run_demo(events: int = 300, concurrency: int = 4) -> dict[str, int | float]:
     """Publish ``events`` orders; every 10th fails once, every 50th always fails."""
-    counter = _RetryCounter()
-    bus = create_memory_bus(MemoryConfig(max_queue_size=1_000), observer=counter)
+    collector = MetricsCollector()
+    bus = create_memory_bus(MemoryConfig(max_queue_size=1_000), observer=collector)
     outcome: Counter[str] = Counter()
     dead: list[DLQEntry] = []
     done = asyncio.Event()
@@ -70,7 +53,7 @@ async def run_demo(events: int = 300, concurrency: int = 4) -> dict[str, int | f
     return {
         "published": events,
         "handled": outcome["handled"],
-        "retried": counter.retries,
+        "retried": collector.report().topics["orders"].retried,
         "dead_lettered": len(dead),
         "attempts_per_dead_letter": dead[0].attempts if dead else 0,
         "seconds": round(elapsed, 3),
