@@ -7,7 +7,12 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["memory_throughput.py", "redis_throughput.py", "kafka_throughput.py", "hooks_overhead.py"]
+SCRIPTS = [
+    "memory_throughput.py",
+    "redis_throughput.py",
+    "kafka_throughput.py",
+    "hooks_overhead.py",
+]
 
 
 def main() -> int:
