@@ -11,8 +11,8 @@ tracing); OpenTelemetry with the SDK recording every span into a BatchSpanProces
 exporter drops them (the real cost of tracing, minus network); and Prometheus + OTel SDK. The
 table gives events per second and the ratio of each time to the no-observer time.
 
-Redis runs too when ``--redis-url`` is given, or when ``redis-server`` is on PATH (started on a
-free port without persistence, stopped at the end).
+Redis runs too when ``--redis-url`` is given, or when ``redis-server`` is on PATH (started by the
+test harness on a free port without persistence, stopped at the end).
 
     python benchmarks/hooks_overhead.py [-n 20000] [--repeat 3] [--redis-url redis://...]
 """
@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
-import socket
-import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -46,6 +47,7 @@ from dotmac.events import (
 from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.observability.otel import TracingObserver
 from dotmac.events.observability.prometheus import PrometheusObserver
+from tests.support.redis_server import RedisServer, find_redis_binary
 
 PAYLOAD = {"user_id": 123, "name": "John Doe", "email": "john@example.com", "plan": "pro"}
 RUN_TIMEOUT = 120.0
@@ -102,37 +104,18 @@ async def run(bus: EventBus, n: int) -> float:
     return elapsed
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def redis_server(url: str | None) -> Iterator[str | None]:
+    """``url`` as given, else a redis-server started by the test harness (None if none exists)."""
     if url is not None:
         yield url
         return
-    binary = shutil.which("redis-server")
+    binary = find_redis_binary()
     if binary is None:
         yield None
         return
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with RedisServer(binary) as server:
+        yield server.url
 
 
 async def measure(
