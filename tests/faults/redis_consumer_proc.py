@@ -3,7 +3,8 @@
 Usage: python redis_consumer_proc.py URL PREFIX TOPIC GROUP MODE CONSUMER_NAME
 
 MODE ``work``: handle events (a short await mid-handler), RPUSH the payload to PREFIX+"started"
-when a handler starts and to PREFIX+"handled" when it finishes.
+when a handler starts and to PREFIX+"handled" when it finishes; after 1,000 handlers finished,
+new ones hang until the process is killed.
 MODE ``fail``: RPUSH the delivery count to PREFIX+"attempts", then raise (run_consumer with
 max_retries=3 and a backoff far longer than the test, so the retry never happens here).
 Prints ``ready`` once subscribed, then runs until killed.
@@ -32,10 +33,15 @@ async def main(url: str, prefix: str, topic: str, group: str, mode: str, name: s
     bus = create_redis_bus(config)
     record = redis_asyncio.Redis.from_url(url)
 
+    finished = 0
+
     async def work(event: Event) -> None:
+        nonlocal finished
         await record.rpush(f"{prefix}started", event.payload)
-        await asyncio.sleep(0.02)  # long enough that the kill lands mid-handler
+        # After 1,000 events handlers hang, so the kill surely lands mid-handler.
+        await asyncio.sleep(0.02 if finished < 1_000 else 60)
         await record.rpush(f"{prefix}handled", event.payload)
+        finished += 1
 
     async def fail(event: Event) -> None:
         await record.rpush(f"{prefix}attempts", event.delivery_count)

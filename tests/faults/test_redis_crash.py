@@ -24,6 +24,7 @@ from dotmac.events import (
     create_redis_bus,
     run_consumer,
 )
+from dotmac.events.adapters.redis import RedisStreamsBus
 from dotmac.events.codec import JsonCodec
 from dotmac.events.testing import wait_until
 
@@ -39,6 +40,15 @@ async def raw(redis_url: str) -> AsyncIterator[redis_asyncio.Redis]:
     client = redis_asyncio.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def buses() -> AsyncIterator[list[RedisStreamsBus]]:
+    """Buses a test creates; closed even when the test fails half-way."""
+    created: list[RedisStreamsBus] = []
+    yield created
+    for bus in created:
+        await bus.close(timeout=2.0)
 
 
 @pytest.fixture
@@ -86,16 +96,23 @@ def fast_config(url: str, prefix: str) -> RedisConfig:
 
 
 async def test_sigkill_mid_handler_loses_nothing(
-    redis_url: str, redis_prefix: str, raw: redis_asyncio.Redis, spawn: object
+    redis_url: str,
+    redis_prefix: str,
+    raw: redis_asyncio.Redis,
+    spawn: object,
+    buses: list[RedisStreamsBus],
 ) -> None:
     topic, stream = "crash", f"{redis_prefix}crash"
     bus = create_redis_bus(fast_config(redis_url, redis_prefix))
+    buses.append(bus)
     for start in range(0, EVENTS, 500):
         await bus.publish_many([Event(topic, n) for n in range(start, start + 500)])
     victim = spawn(topic, "workers", "work", "victim")  # type: ignore[operator]
 
     deadline = time.monotonic() + 30
-    while await raw.llen(f"{redis_prefix}handled") < 1_000:
+    while await raw.llen(f"{redis_prefix}handled") < 1_000 or await raw.llen(
+        f"{redis_prefix}started"
+    ) <= await raw.llen(f"{redis_prefix}handled"):
         assert time.monotonic() < deadline, "the first consumer made no progress"
         await asyncio.sleep(0.01)
     kill(victim)
@@ -159,10 +176,15 @@ async def test_sigkill_mid_handler_loses_nothing(
 
 
 async def test_retry_budget_survives_consumers_dying_between_attempts(
-    redis_url: str, redis_prefix: str, raw: redis_asyncio.Redis, spawn: object
+    redis_url: str,
+    redis_prefix: str,
+    raw: redis_asyncio.Redis,
+    spawn: object,
+    buses: list[RedisStreamsBus],
 ) -> None:
     topic = "poison"
     bus = create_redis_bus(fast_config(redis_url, redis_prefix))
+    buses.append(bus)
     await bus.publish(Event(topic, {"always": "fails"}))
     attempts_key = f"{redis_prefix}attempts"
     for attempt in (1, 2, 3):  # each consumer makes one attempt and dies before retrying
