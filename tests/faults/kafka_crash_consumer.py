@@ -21,11 +21,16 @@ async def main(bootstrap: str, topic: str, group: str, out_path: str) -> None:
     bus = create_kafka_bus(kafka_test_config(bootstrap))
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
+    finished = 0
+
     async def handler(event: Event) -> None:
+        nonlocal finished
         os.write(fd, f"start {event.payload['id']}\n".encode())
-        await asyncio.sleep(0.02)  # "work": the kill lands in the middle of some handlers
+        # "work"; after 100 finished, handlers hang so the kill surely lands mid-handler
+        await asyncio.sleep(0.02 if finished < 100 else 60)
         os.write(fd, f"{event.payload['id']}\n".encode())
         os.fsync(fd)
+        finished += 1
 
     await bus.subscribe(topic, handler, group=group, concurrency=4)
     os.write(fd, b"ready\n")

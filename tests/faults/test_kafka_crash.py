@@ -57,7 +57,11 @@ async def test_sigkill_mid_handler_loses_nothing(kafka_bootstrap: str, tmp_path:
         await bus.publish(Event(topic, {"id": -1}))  # creates the topic before the victim joins
         await wait_until(lambda: "ready" in _lines(out), 30, "the victim to join its group")
         await bus.publish_many([Event(topic, {"id": i}, key=f"k{i % 17}") for i in range(TOTAL)])
-        await wait_until(lambda: len(_finished(out)) >= 100, 30, "the victim to handle 100")
+        await wait_until(
+            lambda: len(_finished(out)) >= 100 and len(_started(out)) > len(set(_finished(out))),
+            30,
+            "the victim to handle 100 and be mid-handler",
+        )
         victim.send_signal(signal.SIGKILL)
         await asyncio.wait_for(victim.wait(), 10)
         killed_at = time.monotonic()
