@@ -127,6 +127,9 @@ class TransportBus(EventBus):
     async def _close_transport(self) -> None:
         """Release connections once every subscription is closed."""
 
+    async def _drop_topic(self, topic: str) -> None:
+        """Delete a topic this bus created for itself (its request-reply inbox) at close."""
+
     def _prefetch(self, concurrency: int) -> int:
         """How many messages a subscription may hold at once (fetched but not acked)."""
         return max(10, 2 * concurrency)
@@ -257,4 +260,9 @@ class TransportBus(EventBus):
             future.cancel()
         subscriptions = list(self._subscriptions)
         await asyncio.gather(*(s.close(timeout) for s in subscriptions))
+        if self._inbox is not None:
+            try:
+                await self._drop_topic(self._inbox)
+            except Exception as exc:  # closing goes on; the inbox is only garbage now
+                self.observer.error(self._inbox, adapter=self.adapter, where="close", error=exc)
         await self._close_transport()

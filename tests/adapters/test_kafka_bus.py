@@ -218,3 +218,24 @@ async def test_invalid_topic_names(bus: KafkaBus) -> None:
     with pytest.raises(ConfigurationError) as info:
         await bus.subscribe("bad/topic", handler, group="g")
     assert info.value.field == "topic"
+
+
+async def test_request_reply_inbox_is_deleted_at_close(kafka_bootstrap: str) -> None:
+    bus = create_kafka_bus(kafka_test_config(kafka_bootstrap, num_partitions=1))
+    topic = unique_topic("rpc")
+
+    async def double(event: Event) -> int:
+        return int(event.payload) * 2
+
+    await bus.subscribe(topic, double)
+    assert await bus.request(topic, 21, timeout=20) == 42
+    inbox = bus._inbox
+    assert inbox is not None
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        assert inbox in await admin.list_topics()
+        await bus.close(timeout=5.0)
+        assert inbox not in await admin.list_topics()
+    finally:
+        await admin.close()

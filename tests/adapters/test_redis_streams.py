@@ -241,3 +241,24 @@ async def test_stats_report_backlog(
 
 async def _noop(event: Event) -> None:
     return None
+
+
+async def test_request_reply_inbox_stream_is_deleted_at_close(
+    redis_url: str, redis_prefix: str
+) -> None:
+    bus = create_redis_bus(RedisConfig(url=redis_url, key_prefix=redis_prefix, block_ms=100))
+    raw = redis_asyncio.Redis.from_url(redis_url)
+
+    async def double(event: Event) -> int:
+        return int(event.payload) * 2
+
+    try:
+        await bus.subscribe("rpc", double)
+        assert await bus.request("rpc", 21, timeout=10) == 42
+        inbox = bus.stream_key(bus._inbox or "")
+        assert await raw.exists(inbox) == 1
+        await bus.close()
+        assert await raw.exists(inbox) == 0
+    finally:
+        await bus.close()
+        await raw.aclose()

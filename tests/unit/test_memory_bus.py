@@ -288,8 +288,10 @@ async def test_request_returns_the_handlers_return_value() -> None:
         )
         assert replies == [{"sku": f"s{i}", "price": 9.99, "delivery": 1} for i in range(20)]
         assert bus._replies == {}
+        assert bus._inbox in bus._topics
     finally:
         await bus.close()
+    assert not [t for t in bus._topics if t.startswith("_inbox.")], "the inbox outlived the bus"
 
 
 async def test_request_timeout_leaves_nothing_behind() -> None:

@@ -185,6 +185,9 @@ class MemoryBus(TransportBus):
         state.receivers.add(receiver)
         return receiver
 
+    async def _drop_topic(self, topic: str) -> None:
+        self._topics.pop(topic, None)
+
     async def health(self) -> HealthStatus:
         started = time.perf_counter()
         return HealthStatus(

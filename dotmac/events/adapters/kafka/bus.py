@@ -249,6 +249,13 @@ class KafkaBus(TransportBus):
     def _prefetch(self, concurrency: int) -> int:
         return max(50, 4 * concurrency)
 
+    async def _drop_topic(self, topic: str) -> None:
+        if self._topics.pop(topic, None) is None:
+            return
+        admin = await self._get_admin()
+        with kafka_errors(f"delete topic {topic!r}"):
+            await admin.delete_topics([topic])
+
     async def _close_transport(self) -> None:
         producer, admin, offsets = self._producer, self._admin, self._offsets
         self._producer = self._admin = self._offsets = None

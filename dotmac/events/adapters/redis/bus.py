@@ -174,6 +174,13 @@ class RedisStreamsBus(TransportBus):
     def _prefetch(self, concurrency: int) -> int:
         return max(self.config.prefetch_count, concurrency)
 
+    async def _drop_topic(self, topic: str) -> None:
+        stream = self.stream_key(topic)
+        try:
+            await self.client.delete(stream)
+        except Exception as exc:
+            raise translate(exc, doing=f"delete {stream}", secrets=self.config.secrets) from exc
+
     async def _close_transport(self) -> None:
         if self._owns_client and self._client is not None:
             try:
