@@ -7,7 +7,9 @@ load their adapter (and its extra) only when called.
 from typing import TYPE_CHECKING, Any
 
 from dotmac.events.adapters import create_kafka_bus, create_redis_bus
+from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.adapters.memory import MemoryBus, MemoryConfig, create_memory_bus
+from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import EventBus, EventHandler, HealthStatus, Subscription
 from dotmac.events.codec import Codec, JsonCodec
@@ -40,19 +42,6 @@ from dotmac.events.errors import (
     UnsupportedOperation,
 )
 from dotmac.events.event import DeliveryInfo, Event, EventMetadata
-from dotmac.events.observability.observer import CompositeObserver, NoopObserver, Observer
-from dotmac.events.policy import FailurePolicy, RedeliverPolicy
-
-# redis exports
-# isort: split
-from dotmac.events.adapters.redis_config import RedisConfig
-
-# kafka exports
-# isort: split
-from dotmac.events.adapters.kafka_config import KafkaConfig
-
-# observability exports
-# isort: split
 from dotmac.events.observability import (
     HealthChecker,
     LoggingObserver,
@@ -62,6 +51,8 @@ from dotmac.events.observability import (
     create_default_hooks,
     create_dotmac_observability_hooks,
 )
+from dotmac.events.observability.observer import CompositeObserver, NoopObserver, Observer
+from dotmac.events.policy import FailurePolicy, RedeliverPolicy
 
 if TYPE_CHECKING:
     from dotmac.events.adapters.kafka import KafkaBus as KafkaBus
