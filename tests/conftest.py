@@ -1,8 +1,4 @@
-"""Shared fixtures. Broker fixtures live in tests/support and are imported here."""
+"""Shared fixtures: the broker fixtures live in tests/support and are registered here."""
 
-# redis fixtures
-from tests.support.redis_server import redis_prefix, redis_url  # noqa: F401
-
-# kafka fixtures
-# isort: split
 from tests.support.kafka_server import kafka_bootstrap  # noqa: F401
+from tests.support.redis_server import redis_prefix, redis_url  # noqa: F401

@@ -11,7 +11,7 @@ from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.adapters.memory import MemoryBus, MemoryConfig, create_memory_bus
 from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.backoff import ExponentialBackoff
-from dotmac.events.bus import EventBus, EventHandler, HealthStatus, Subscription
+from dotmac.events.bus import BacklogStats, EventBus, EventHandler, HealthStatus, Subscription
 from dotmac.events.codec import Codec, JsonCodec
 from dotmac.events.consumer import (
     ConsumerOptions,
@@ -77,6 +77,7 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BacklogStats",
     "BusClosedError",
     "Codec",
     "CodecError",
