@@ -41,7 +41,7 @@ class KafkaConfig:
                                 a retriable error the bus sends it again, at most ``retries``
                                 times and never past ``delivery_timeout_ms`` from the first try
                                 (Java's ``retries`` + ``delivery.timeout.ms``). 0: no resend.
-    ``compression_type``        ``compression_type`` (snappy, lz4, zstd need ``cramjam``)
+    ``compression_type``        ``compression_type`` (snappy, lz4, zstd: ``cramjam``)
     ``batch_size``              ``max_batch_size`` (bytes per partition batch, like Java's
                                 ``batch.size``)
     ``linger_ms``               ``linger_ms``

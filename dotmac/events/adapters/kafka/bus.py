@@ -75,7 +75,7 @@ class KafkaBus(TransportBus):
         if compression is not None and not _COMPRESSION_LIBS[compression]():
             raise ConfigurationError(
                 "compression_type",
-                f"{compression!r} needs a library aiokafka can use: pip install cramjam",
+                f'{compression!r} needs cramjam: pip install "dotmac-events[kafka]"',
             )
         super().__init__(codec=codec, observer=observer, close_timeout=self.config.close_timeout)
         self._producer: AIOKafkaProducer | None = None
