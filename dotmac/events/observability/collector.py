@@ -13,15 +13,16 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from dotmac.events.errors import ConfigurationError
 from dotmac.events.event import Event
+from dotmac.events.observability.timing import Timed
 
 __all__ = ["MetricsCollector", "MetricsReport", "TopicReport"]
 
 _NO_HEADERS: Mapping[str, str] = {}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +143,24 @@ class _Topic:
         self.buckets: deque[list[int]] = deque()  # [second, handler calls]
 
 
+class _Timer(Timed[T, _Topic]):
+    """Timed on this module's clock, the one throughput reads too."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def clock() -> float:
+        return time.perf_counter()
+
+
+def _published(elapsed: float, exc: BaseException | None, topic: _Topic) -> None:
+    topic.publish.add(elapsed)
+    if exc is None:
+        topic.published += 1
+    else:
+        topic.publish_errors += 1
+
+
 class MetricsCollector:
     """An Observer that keeps per-topic numbers in memory; read them with :meth:`report`.
 
@@ -167,11 +186,11 @@ class MetricsCollector:
 
     # --- Observer ------------------------------------------------------------------------------
 
-    def publishing(self, event: Event, *, adapter: str) -> _PublishTimer:
-        return _PublishTimer(self._topic(event.topic))
+    def publishing(self, event: Event, *, adapter: str) -> _Timer[Mapping[str, str]]:
+        return _Timer(_published, _NO_HEADERS, self._topic(event.topic))
 
-    def consuming(self, event: Event, *, group: str, adapter: str) -> _ConsumeTimer:
-        return _ConsumeTimer(self, self._topic(event.topic))
+    def consuming(self, event: Event, *, group: str, adapter: str) -> _Timer[None]:
+        return _Timer(self._consumed, None, self._topic(event.topic))
 
     def retried(
         self,
@@ -201,7 +220,14 @@ class MetricsCollector:
     def error(self, topic: str, *, adapter: str, where: str, error: BaseException) -> None:
         self._errors += 1
 
-    def _handled(self, topic: _Topic) -> None:
+    def _consumed(self, elapsed: float, exc: BaseException | None, topic: _Topic) -> None:
+        if exc is not None and not isinstance(exc, Exception):
+            return  # cancelled by close: the message goes back unacked, not a handler outcome
+        topic.consume.add(elapsed)
+        if exc is None:
+            topic.consumed += 1
+        else:
+            topic.failed += 1
         second = int(time.monotonic())
         buckets = topic.buckets
         if buckets and buckets[-1][0] == second:
@@ -260,56 +286,3 @@ class MetricsCollector:
         self._topics.clear()
         self._errors = 0
         self._started = time.monotonic()
-
-
-class _PublishTimer:
-    __slots__ = ("_start", "_topic")
-
-    def __init__(self, topic: _Topic) -> None:
-        self._topic = topic
-        self._start = 0.0
-
-    def __enter__(self) -> Mapping[str, str]:
-        self._start = time.perf_counter()
-        return _NO_HEADERS
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        topic = self._topic
-        topic.publish.add(time.perf_counter() - self._start)
-        if exc_type is None:
-            topic.published += 1
-        else:
-            topic.publish_errors += 1
-
-
-class _ConsumeTimer:
-    __slots__ = ("_collector", "_start", "_topic")
-
-    def __init__(self, collector: MetricsCollector, topic: _Topic) -> None:
-        self._collector = collector
-        self._topic = topic
-        self._start = 0.0
-
-    def __enter__(self) -> None:
-        self._start = time.perf_counter()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None and not issubclass(exc_type, Exception):
-            return  # cancelled by close: the message goes back unacked, not a handler outcome
-        topic = self._topic
-        topic.consume.add(time.perf_counter() - self._start)
-        if exc_type is None:
-            topic.consumed += 1
-        else:
-            topic.failed += 1
-        self._collector._handled(topic)

@@ -10,11 +10,10 @@ outside handlers are already logged by the consumer engine, so they only go out 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
-from types import TracebackType
 
 from dotmac.events.event import Event
+from dotmac.events.observability.timing import Timed
 
 __all__ = ["LoggingObserver"]
 
@@ -27,11 +26,11 @@ class LoggingObserver:
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("dotmac.events.hooks")
 
-    def publishing(self, event: Event, *, adapter: str) -> _LoggedPublish:
-        return _LoggedPublish(self.logger, event, adapter)
+    def publishing(self, event: Event, *, adapter: str) -> Timed[Mapping[str, str], Event, str]:
+        return Timed(self._published, _NO_HEADERS, event, adapter)
 
-    def consuming(self, event: Event, *, group: str, adapter: str) -> _LoggedConsume:
-        return _LoggedConsume(self.logger, event, group, adapter)
+    def consuming(self, event: Event, *, group: str, adapter: str) -> Timed[None, Event, str, str]:
+        return Timed(self._consumed, None, event, group, adapter)
 
     def retried(
         self,
@@ -79,80 +78,44 @@ class LoggingObserver:
     def error(self, topic: str, *, adapter: str, where: str, error: BaseException) -> None:
         self.logger.debug("%s: %s failed on %s: %r", adapter, where, topic, error)
 
-
-class _LoggedPublish:
-    __slots__ = ("_adapter", "_event", "_logger", "_start")
-
-    def __init__(self, logger: logging.Logger, event: Event, adapter: str) -> None:
-        self._logger = logger
-        self._event = event
-        self._adapter = adapter
-        self._start = 0.0
-
-    def __enter__(self) -> Mapping[str, str]:
-        self._start = time.perf_counter()
-        return _NO_HEADERS
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+    def _published(
+        self, elapsed: float, exc: BaseException | None, event: Event, adapter: str
     ) -> None:
-        event = self._event
         if exc is None:
-            if self._logger.isEnabledFor(logging.DEBUG):
-                self._logger.debug(
+            if self.logger.isEnabledFor(logging.DEBUG):
+                self.logger.debug(
                     "%s: published %s to %s in %.3fms",
-                    self._adapter,
+                    adapter,
                     event.id,
                     event.topic,
-                    (time.perf_counter() - self._start) * 1000,
+                    elapsed * 1000,
                 )
         elif isinstance(exc, Exception):
-            self._logger.warning(
-                "%s: publish of %s to %s failed: %r", self._adapter, event.id, event.topic, exc
+            self.logger.warning(
+                "%s: publish of %s to %s failed: %r", adapter, event.id, event.topic, exc
             )
 
-
-class _LoggedConsume:
-    __slots__ = ("_adapter", "_event", "_group", "_logger", "_start")
-
-    def __init__(self, logger: logging.Logger, event: Event, group: str, adapter: str) -> None:
-        self._logger = logger
-        self._event = event
-        self._group = group
-        self._adapter = adapter
-        self._start = 0.0
-
-    def __enter__(self) -> None:
-        self._start = time.perf_counter()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+    def _consumed(
+        self, elapsed: float, exc: BaseException | None, event: Event, group: str, adapter: str
     ) -> None:
-        event = self._event
         if exc is None:
-            if self._logger.isEnabledFor(logging.DEBUG):
-                self._logger.debug(
+            if self.logger.isEnabledFor(logging.DEBUG):
+                self.logger.debug(
                     "%s: handled %s from %s (group %s, delivery %d) in %.3fms",
-                    self._adapter,
+                    adapter,
                     event.id,
                     event.topic,
-                    self._group,
+                    group,
                     event.delivery_count,
-                    (time.perf_counter() - self._start) * 1000,
+                    elapsed * 1000,
                 )
-        elif isinstance(exc, Exception) and self._logger.isEnabledFor(logging.DEBUG):
-            self._logger.debug(  # retried() or dead_lettered() says it louder, with what follows
+        elif isinstance(exc, Exception) and self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug(  # retried() or dead_lettered() says it louder, with what follows
                 "%s: handler failed on %s from %s (group %s, delivery %d): %r",
-                self._adapter,
+                adapter,
                 event.id,
                 event.topic,
-                self._group,
+                group,
                 event.delivery_count,
                 exc,
             )

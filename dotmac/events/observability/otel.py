@@ -49,6 +49,29 @@ def _error_type(error: BaseException) -> str:
     return name if cls.__module__ == "builtins" else f"{cls.__module__}.{name}"
 
 
+def _set_failed(span: Span, error: BaseException) -> None:
+    span.record_exception(error)
+    span.set_attribute("error.type", _error_type(error))
+    span.set_status(Status(StatusCode.ERROR, _error_type(error)))
+
+
+def _attributes(event: Event, adapter: str, operation: str) -> dict[str, Any]:
+    return {
+        "messaging.system": adapter,
+        "messaging.destination.name": event.topic,
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.message.id": str(event.id),
+    }
+
+
+def _add_message_attributes(attributes: dict[str, Any], event: Event, adapter: str) -> None:
+    if event.key is not None and adapter == "kafka":
+        attributes["messaging.kafka.message.key"] = event.key
+    if event.metadata is not None and event.metadata.correlation_id is not None:
+        attributes["messaging.message.conversation_id"] = event.metadata.correlation_id
+
+
 class TracingObserver:
     """An Observer making producer and consumer spans.
 
@@ -134,8 +157,7 @@ class TracingObserver:
                     "error.type": _error_type(error),
                 },
             )
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, _error_type(error)))
+            _set_failed(span, error)
         span.add_event("dead_letter", attributes)
         span.end()
 
@@ -145,9 +167,7 @@ class TracingObserver:
             current.add_event("error", {"dotmac.where": where, "error.type": _error_type(error)})
 
     def _keep_failed(self, key: tuple[object, str], span: Span) -> None:
-        stale = self._failed.pop(key, None)
-        if stale is not None:
-            stale.end()
+        self._close_stale(key)
         self._failed[key] = span
         while len(self._failed) > _MAX_OPEN_FAILURES:
             _, oldest = self._failed.popitem(last=False)
@@ -173,17 +193,8 @@ class _ProducerSpan:
 
     def __enter__(self) -> Mapping[str, str]:
         event = self._event
-        attributes: dict[str, Any] = {
-            "messaging.system": self._adapter,
-            "messaging.destination.name": event.topic,
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "send",
-            "messaging.message.id": str(event.id),
-        }
-        if event.key is not None and self._adapter == "kafka":
-            attributes["messaging.kafka.message.key"] = event.key
-        if event.metadata is not None and event.metadata.correlation_id is not None:
-            attributes["messaging.message.conversation_id"] = event.metadata.correlation_id
+        attributes = _attributes(event, self._adapter, "send")
+        _add_message_attributes(attributes, event, self._adapter)
         span = self._span = self._observer.tracer.start_span(
             f"send {event.topic}", kind=SpanKind.PRODUCER, attributes=attributes
         )
@@ -203,9 +214,7 @@ class _ProducerSpan:
         span = self._span
         assert span is not None
         if exc is not None:
-            span.record_exception(exc)
-            span.set_attribute("error.type", _error_type(exc))
-            span.set_status(Status(StatusCode.ERROR, _error_type(exc)))
+            _set_failed(span, exc)
         span.end()
 
 
@@ -225,14 +234,8 @@ class _ConsumerSpan:
         observer = self._observer
         observer._close_stale((event.id, self._group))
         parent = observer._textmap().extract(event.headers)
-        attributes: dict[str, Any] = {
-            "messaging.system": self._adapter,
-            "messaging.destination.name": event.topic,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.message.id": str(event.id),
-            "messaging.consumer.group.name": self._group,
-        }
+        attributes = _attributes(event, self._adapter, "process")
+        attributes["messaging.consumer.group.name"] = self._group
         delivery = event.delivery
         if delivery is not None:
             attributes["dotmac.delivery.count"] = delivery.count
@@ -240,10 +243,7 @@ class _ConsumerSpan:
                 attributes["messaging.destination.partition.id"] = str(delivery.partition)
             if delivery.offset is not None and self._adapter == "kafka":
                 attributes["messaging.kafka.offset"] = delivery.offset
-        if event.key is not None and self._adapter == "kafka":
-            attributes["messaging.kafka.message.key"] = event.key
-        if event.metadata is not None and event.metadata.correlation_id is not None:
-            attributes["messaging.message.conversation_id"] = event.metadata.correlation_id
+        _add_message_attributes(attributes, event, self._adapter)
         span = self._span = observer.tracer.start_span(
             f"process {event.topic}",
             context=parent,
@@ -267,7 +267,5 @@ class _ConsumerSpan:
             span.add_event("cancelled")
             span.end()
         else:
-            span.record_exception(exc)
-            span.set_attribute("error.type", _error_type(exc))
-            span.set_status(Status(StatusCode.ERROR, _error_type(exc)))
+            _set_failed(span, exc)
             self._observer._keep_failed((self._event.id, self._group), span)

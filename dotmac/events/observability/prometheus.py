@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -44,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a venv without the
 from dotmac.events.bus import BacklogStats, EventBus
 from dotmac.events.errors import ConfigurationError
 from dotmac.events.event import Event
+from dotmac.events.observability.timing import Timed
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -92,6 +92,10 @@ METRIC_NAMES = (
 _NO_HEADERS: Mapping[str, str] = {}
 _PRIVATE_GROUP_LENGTH = len("private-") + 32
 _INBOX_PREFIX = "_inbox."
+
+T = TypeVar("T")
+_Meter = Timed[T, Counter, Histogram, tuple[str, ...], Event]
+"""What publishing() and consuming() return: times the call, then PrometheusObserver._record."""
 
 
 def _topic_label(topic: str) -> str:
@@ -216,11 +220,43 @@ class PrometheusObserver:
         self.tenant_label = bool(tenant_label)
         self._m = _metrics_for(registry, self.tenant_label, tuple(buckets))
 
-    def publishing(self, event: Event, *, adapter: str) -> _PublishMeter:
-        return _PublishMeter(self._m, event, adapter)
+    def publishing(self, event: Event, *, adapter: str) -> _Meter[Mapping[str, str]]:
+        m = self._m
+        labels = (_topic_label(event.topic), adapter)
+        return Timed(self._record, _NO_HEADERS, m.published, m.publish_duration, labels, event)
 
-    def consuming(self, event: Event, *, group: str, adapter: str) -> _ConsumeMeter:
-        return _ConsumeMeter(self._m, event, group, adapter)
+    def consuming(self, event: Event, *, group: str, adapter: str) -> _Meter[None]:
+        m = self._m
+        labels = (_topic_label(event.topic), adapter, _group_label(group))
+        return Timed(self._record, None, m.consumed, m.consume_duration, labels, event)
+
+    def _count(
+        self, counter: Counter, topic: str, adapter: str, group: str, event: Event | None
+    ) -> None:
+        m = self._m
+        labels: tuple[str, ...] = (_topic_label(topic), adapter, _group_label(group))
+        if m.tenant_label:
+            labels += ((event.tenant_id if event else None) or "",)
+        m.child(counter, labels).inc()
+
+    def _record(
+        self,
+        elapsed: float,
+        exc: BaseException | None,
+        calls: Counter,
+        duration: Histogram,
+        labels: tuple[str, ...],
+        event: Event,
+    ) -> None:
+        """Counts one publish or handler call by outcome and observes how long it took."""
+        m = self._m
+        if m.tenant_label:
+            tenant = event.tenant_id or ""
+            m.child(calls, (*labels, _outcome(exc), tenant)).inc()
+            m.child(duration, (*labels, tenant)).observe(elapsed)
+        else:
+            m.child(calls, (*labels, _outcome(exc))).inc()
+            m.child(duration, labels).observe(elapsed)
 
     def retried(
         self,
@@ -232,11 +268,7 @@ class PrometheusObserver:
         delay: float,
         error: BaseException,
     ) -> None:
-        m = self._m
-        labels: tuple[str, ...] = (_topic_label(event.topic), adapter, _group_label(group))
-        if m.tenant_label:
-            labels += (event.tenant_id or "",)
-        m.child(m.retried, labels).inc()
+        self._count(self._m.retried, event.topic, adapter, group, event)
 
     def dead_lettered(
         self,
@@ -249,87 +281,17 @@ class PrometheusObserver:
         error: BaseException,
         event: Event | None,
     ) -> None:
-        m = self._m
-        labels: tuple[str, ...] = (_topic_label(topic), adapter, _group_label(group))
-        if m.tenant_label:
-            labels += ((event.tenant_id if event else None) or "",)
-        m.child(m.dlq, labels).inc()
+        self._count(self._m.dlq, topic, adapter, group, event)
 
     def error(self, topic: str, *, adapter: str, where: str, error: BaseException) -> None:
         m = self._m
         m.child(m.errors, (_topic_label(topic), adapter, where)).inc()
 
 
-def _outcome(exc_type: type[BaseException] | None) -> str:
-    if exc_type is None:
+def _outcome(exc: BaseException | None) -> str:
+    if exc is None:
         return "success"
-    return "error" if issubclass(exc_type, Exception) else "cancelled"
-
-
-class _PublishMeter:
-    __slots__ = ("_adapter", "_event", "_m", "_start")
-
-    def __init__(self, metrics: _Metrics, event: Event, adapter: str) -> None:
-        self._m = metrics
-        self._event = event
-        self._adapter = adapter
-        self._start = 0.0
-
-    def __enter__(self) -> Mapping[str, str]:
-        self._start = time.perf_counter()
-        return _NO_HEADERS
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        elapsed = time.perf_counter() - self._start
-        m = self._m
-        labels: tuple[str, ...] = (_topic_label(self._event.topic), self._adapter)
-        if m.tenant_label:
-            tenant = self._event.tenant_id or ""
-            m.child(m.published, (*labels, _outcome(exc_type), tenant)).inc()
-            m.child(m.publish_duration, (*labels, tenant)).observe(elapsed)
-        else:
-            m.child(m.published, (*labels, _outcome(exc_type))).inc()
-            m.child(m.publish_duration, labels).observe(elapsed)
-
-
-class _ConsumeMeter:
-    __slots__ = ("_adapter", "_event", "_group", "_m", "_start")
-
-    def __init__(self, metrics: _Metrics, event: Event, group: str, adapter: str) -> None:
-        self._m = metrics
-        self._event = event
-        self._group = group
-        self._adapter = adapter
-        self._start = 0.0
-
-    def __enter__(self) -> None:
-        self._start = time.perf_counter()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        elapsed = time.perf_counter() - self._start
-        m = self._m
-        labels: tuple[str, ...] = (
-            _topic_label(self._event.topic),
-            self._adapter,
-            _group_label(self._group),
-        )
-        if m.tenant_label:
-            tenant = self._event.tenant_id or ""
-            m.child(m.consumed, (*labels, _outcome(exc_type), tenant)).inc()
-            m.child(m.consume_duration, (*labels, tenant)).observe(elapsed)
-        else:
-            m.child(m.consumed, (*labels, _outcome(exc_type))).inc()
-            m.child(m.consume_duration, labels).observe(elapsed)
+    return "error" if isinstance(exc, Exception) else "cancelled"
 
 
 # --- backlog gauges ------------------------------------------------------------------------------
