@@ -308,6 +308,7 @@ class ReceiverSubscription(Subscription):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._bus.close_timeout if timeout is None else timeout)
         self._stopping = True
+        self._room.set()  # a fetch loop waiting for room must see _stopping now
         self._receiver.interrupt()
         fetch_task, flush_task = self._tasks
         await asyncio.wait([fetch_task], timeout=max(deadline - loop.time(), 0))
