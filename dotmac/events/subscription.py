@@ -64,6 +64,7 @@ class ReceiverSubscription(Subscription):
         self._held = 0  # fetched and not yet acked or given back
         self._finished: list[Delivery] = []
         self._waiting: dict[asyncio.Task[None], Delivery] = {}
+        self._given_back: list[Delivery] = []  # failed while closing: released by close()
         self._tasks: list[asyncio.Task[None]] = []
         self._workers: list[asyncio.Task[None]] = []
         self._room = asyncio.Event()
@@ -266,6 +267,9 @@ class ReceiverSubscription(Subscription):
     def _retry_later(self, delivery: Delivery, delay: float) -> None:
         if delivery.first_failure_at is None:
             delivery.first_failure_at = datetime.now(UTC)
+        if self._stopping:  # no timer that would outlive close(); close() releases it
+            self._given_back.append(delivery)
+            return
         task = asyncio.create_task(self._redeliver_after(delivery, delay))
         self._waiting[task] = delivery
 
@@ -331,6 +335,7 @@ class ReceiverSubscription(Subscription):
                 if interrupted is not None:
                     unhandled.append(interrupted)
         await asyncio.gather(*self._workers, fetch_task, flush_task, return_exceptions=True)
+        unhandled.extend(self._given_back)
         try:
             acks = self._take_finished()
             if acks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from dotmac.events import ConsumerOptions, Event, create_memory_bus, run_consumer
 from dotmac.events.testing import wait_until
@@ -29,4 +30,36 @@ async def test_close_at_capacity_does_not_wait_out_its_timeout() -> None:
     assert loop.time() - started < 1.0
     stats = await bus.stats("t", "g")
     assert stats.lag == 12  # all given back, none acked
+    await bus.close()
+
+
+def _retry_timers() -> list[asyncio.Task[Any]]:
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and "_redeliver_after" in getattr(t.get_coro(), "__qualname__", "")
+    ]
+
+
+async def test_failure_while_closing_leaves_no_retry_timer_behind() -> None:
+    bus = create_memory_bus()
+    entered = asyncio.Event()
+    fail_now = asyncio.Event()
+
+    async def handler(event: Event) -> None:
+        if event.delivery_count == 1:
+            entered.set()
+            await fail_now.wait()
+            raise RuntimeError("failed while the subscription closed")
+
+    subscription = await bus.subscribe("t", handler, group="g")
+    await bus.publish(Event("t", {"n": 1}))
+    await entered.wait()
+    closing = asyncio.create_task(subscription.close(timeout=5.0))
+    await asyncio.sleep(0.05)
+    fail_now.set()
+    await closing
+    assert _retry_timers() == []
+    stats = await bus.stats("t", "g")
+    assert stats.lag == 1  # given back to the group, not acked
     await bus.close()
