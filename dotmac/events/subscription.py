@@ -103,6 +103,9 @@ class ReceiverSubscription(Subscription):
             self._fetching = True
             try:
                 batch = await self._receiver.fetch(room, acks)
+            except asyncio.CancelledError:  # close() gave up on this fetch: it acks them
+                self._finished[:0] = acks
+                raise
             except Exception as exc:
                 self._finished[:0] = acks  # acking twice is harmless; losing an ack is not
                 failures += 1
@@ -138,6 +141,9 @@ class ReceiverSubscription(Subscription):
                 acks = self._take_finished()
                 try:
                     await self._receiver.ack(acks)
+                except asyncio.CancelledError:  # close() cancelled us: it acks them
+                    self._finished[:0] = acks
+                    raise
                 except Exception as exc:
                     self._finished[:0] = acks
                     self._report("ack", exc)

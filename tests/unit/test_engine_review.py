@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
-from dotmac.events import ConsumerOptions, Event, create_memory_bus, run_consumer
+from dotmac.events import ConsumerOptions, Event, MemoryBus, create_memory_bus, run_consumer
 from dotmac.events.testing import wait_until
+from dotmac.events.transport import Delivery, Receiver
 
 
 async def test_close_at_capacity_does_not_wait_out_its_timeout() -> None:
@@ -62,4 +64,98 @@ async def test_failure_while_closing_leaves_no_retry_timer_behind() -> None:
     assert _retry_timers() == []
     stats = await bus.stats("t", "g")
     assert stats.lag == 1  # given back to the group, not acked
+    await bus.close()
+
+
+class _SlowAckReceiver:
+    """A memory receiver whose standalone ack takes a while, like a network round trip."""
+
+    def __init__(self, inner: Receiver) -> None:
+        self._inner = inner
+
+    async def fetch(self, max_count: int, acks: Sequence[Delivery]) -> Sequence[Delivery]:
+        return await self._inner.fetch(max_count, acks)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await asyncio.sleep(0.3)
+        await self._inner.ack(deliveries)
+
+    async def redeliver(self, delivery: Delivery) -> Delivery | None:
+        return await self._inner.redeliver(delivery)
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        await self._inner.release(deliveries)
+
+    def interrupt(self) -> None:
+        self._inner.interrupt()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class _SlowAckBus(MemoryBus):
+    async def _open_receiver(
+        self, topic: str, group: str, *, private: bool, prefetch: int
+    ) -> Receiver:
+        inner = await super()._open_receiver(topic, group, private=private, prefetch=prefetch)
+        return _SlowAckReceiver(inner)
+
+
+async def test_close_during_an_ack_flush_still_acks_the_handled_message() -> None:
+    bus = _SlowAckBus()
+    handled = 0
+
+    async def handler(event: Event) -> None:
+        nonlocal handled
+        handled += 1
+
+    subscription = await bus.subscribe("t", handler, group="g")
+    await bus.publish(Event("t", {"n": 1}))
+    await wait_until(lambda: handled == 1, 2.0, "the handler")
+    await asyncio.sleep(0.05)  # the flush task is now inside its slow ack
+    await subscription.close(timeout=5.0)
+    stats = await bus.stats("t", "g")
+    assert (stats.lag, stats.pending) == (0, 0)  # handled, so acked: not handed out again
+    await bus.close()
+
+
+class _StuckFetchReceiver(_SlowAckReceiver):
+    """A receiver whose fetch carrying acks hangs before acking, deaf to interrupt()."""
+
+    async def fetch(self, max_count: int, acks: Sequence[Delivery]) -> Sequence[Delivery]:
+        if acks:
+            await asyncio.sleep(10)
+        return await self._inner.fetch(max_count, acks)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self._inner.ack(deliveries)
+
+
+class _StuckFetchBus(MemoryBus):
+    async def _open_receiver(
+        self, topic: str, group: str, *, private: bool, prefetch: int
+    ) -> Receiver:
+        inner = await super()._open_receiver(topic, group, private=private, prefetch=prefetch)
+        return _StuckFetchReceiver(inner)
+
+
+async def test_close_cancelling_a_fetch_still_acks_what_it_carried() -> None:
+    bus = _StuckFetchBus()
+    gate = asyncio.Event()
+    handled = 0
+
+    async def handler(event: Event) -> None:
+        nonlocal handled
+        await gate.wait()
+        handled += 1
+
+    subscription = await bus.subscribe("t", handler, group="g")  # capacity 10
+    for i in range(10):
+        await bus.publish(Event("t", {"i": i}))
+    await asyncio.sleep(0.05)  # all ten held: the fetch loop waits for room
+    gate.set()  # the first ack frees room and rides on the next fetch, which hangs
+    await wait_until(lambda: handled == 10, 2.0, "all ten handled")
+    await subscription.close(timeout=0.3)
+    stats = await bus.stats("t", "g")
+    assert (stats.lag, stats.pending) == (0, 0)
     await bus.close()
