@@ -35,6 +35,12 @@ _FETCH_ERROR_BACKOFF = ExponentialBackoff(base_ms=50, max_ms=5_000)
 _STOP: Any = object()
 
 
+def _being_cancelled() -> bool:
+    """True when this task was cancelled, False for a CancelledError a handler raised itself."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 class ReceiverSubscription(Subscription):
     """A running subscription over one Receiver. Created by ``TransportBus.subscribe``."""
 
@@ -194,7 +200,9 @@ class ReceiverSubscription(Subscription):
         try:
             with bus.observer.consuming(event, group=self.group, adapter=bus.adapter):
                 result = await self._call(event)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise  # close() is stopping this worker
             delay = self._policy.retry_delay(exc, delivery.count)
             if delay is None:
                 await self._dead_letter(delivery, event, exc)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from dotmac.events import ConsumerOptions, Event, MemoryBus, create_memory_bus, run_consumer
+from dotmac.events.backoff import ExponentialBackoff
+from dotmac.events.policy import RedeliverPolicy
 from dotmac.events.testing import wait_until
 from dotmac.events.transport import Delivery, Receiver
 
@@ -158,4 +160,23 @@ async def test_close_cancelling_a_fetch_still_acks_what_it_carried() -> None:
     await subscription.close(timeout=0.3)
     stats = await bus.stats("t", "g")
     assert (stats.lag, stats.pending) == (0, 0)
+    await bus.close()
+
+
+async def test_handler_raising_cancelled_error_does_not_kill_its_lane() -> None:
+    """A handler's own CancelledError (the worker was not cancelled) is a handler failure."""
+    bus = create_memory_bus()
+    seen: list[tuple[int, int]] = []
+
+    async def handler(event: Event) -> None:
+        seen.append((event.payload["i"], event.delivery_count))
+        if event.payload["i"] == 0 and event.delivery_count == 1:
+            raise asyncio.CancelledError
+
+    policy = RedeliverPolicy(backoff=ExponentialBackoff(base_ms=10, max_ms=10))
+    await bus.subscribe("t", handler, group="g", policy=policy)
+    await bus.publish(Event("t", {"i": 0}))
+    await bus.publish(Event("t", {"i": 1}))
+    await wait_until(lambda: len(seen) == 3, 2.0, "both events, the first one twice")
+    assert sorted(seen) == [(0, 1), (0, 2), (1, 1)]
     await bus.close()
