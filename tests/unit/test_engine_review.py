@@ -180,3 +180,25 @@ async def test_handler_raising_cancelled_error_does_not_kill_its_lane() -> None:
     await wait_until(lambda: len(seen) == 3, 2.0, "both events, the first one twice")
     assert sorted(seen) == [(0, 1), (0, 2), (1, 1)]
     await bus.close()
+
+
+async def test_memory_redeliver_after_rewind_never_hands_out_another_entry() -> None:
+    """After a rewind two consumers may hold the same offset; once the group acked it and the
+    log was trimmed, redelivering the other copy must not read a different entry."""
+    bus = create_memory_bus()
+    r1 = await bus._open_receiver("t", "g", private=False, prefetch=10)
+    r2 = await bus._open_receiver("t", "g", private=False, prefetch=10)
+    for i in range(3):
+        await bus.publish(Event("t", {"i": i}))
+    first = await r1.fetch(1, [])  # offset 0
+    bus.rewind("t", "g", 0)
+    again = await r2.fetch(3, [])  # offsets 0, 1, 2
+    await r1.ack(first)
+    await r2.ack(again[1:])  # the whole log is acked now and trimmed
+    for i in range(3, 6):
+        await bus.publish(Event("t", {"i": i}))
+    fresh = await r2.redeliver(again[0])
+    assert fresh is None or fresh.data == again[0].data
+    stats = await bus.stats("t", "g")
+    assert stats.pending == 0
+    await bus.close()

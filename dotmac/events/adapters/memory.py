@@ -292,6 +292,8 @@ class _MemoryReceiver:
         self._topic.trim(self._bus.config.enable_persistence, self._bus.config.max_queue_size)
 
     async def redeliver(self, delivery: Delivery) -> Delivery | None:
+        if delivery.offset not in self._group.counts:  # another copy (after a rewind) was acked
+            self._mine.discard(delivery.offset)
         if delivery.offset not in self._mine:
             return None
         return self._deliver(delivery.offset)
