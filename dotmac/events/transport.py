@@ -231,6 +231,13 @@ class TransportBus(EventBus):
                 return await future
         except TimeoutError as exc:
             raise RequestTimeout(f"no reply on {topic!r} within {timeout}s") from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and task is not None and not task.cancelling():
+                raise BusClosedError(
+                    f"{self.adapter} bus closed before {topic!r} replied"
+                ) from None
+            raise
         finally:
             self._replies.pop(correlation_id, None)
 

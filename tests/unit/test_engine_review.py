@@ -6,7 +6,16 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from dotmac.events import ConsumerOptions, Event, MemoryBus, create_memory_bus, run_consumer
+import pytest
+
+from dotmac.events import (
+    BusClosedError,
+    ConsumerOptions,
+    Event,
+    MemoryBus,
+    create_memory_bus,
+    run_consumer,
+)
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.policy import RedeliverPolicy
 from dotmac.events.testing import wait_until
@@ -202,3 +211,22 @@ async def test_memory_redeliver_after_rewind_never_hands_out_another_entry() -> 
     stats = await bus.stats("t", "g")
     assert stats.pending == 0
     await bus.close()
+
+
+async def test_request_pending_when_the_bus_closes_raises_bus_closed() -> None:
+    """The caller was not cancelled, so it must not see a CancelledError."""
+    bus = create_memory_bus()
+    entered = asyncio.Event()
+
+    async def slow(event: Event) -> str:
+        entered.set()
+        await asyncio.sleep(10)
+        return "late"
+
+    await bus.subscribe("svc", slow)
+    pending = asyncio.create_task(bus.request("svc", {}, timeout=5.0))
+    await entered.wait()
+    await bus.close(timeout=0.2)
+    with pytest.raises(BusClosedError):
+        await pending
+    assert not pending.cancelled()
