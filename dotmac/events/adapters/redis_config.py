@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass, fields
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from dotmac.events.errors import ConfigurationError
 
@@ -22,9 +23,17 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def _query_passwords(url: str) -> list[str]:
+    """Passwords given as ``?password=...``, which redis-py also accepts."""
+    return [v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if k == "password"]
+
+
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***``."""
     parts = urlsplit(url)
+    if _query_passwords(url):
+        parts = parts._replace(query=re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query))
+        url = urlunsplit(parts)
     if parts.password is None:
         return url
     user = parts.username or ""
@@ -242,6 +251,7 @@ class RedisConfig:
             url_password = urlsplit(self.url).password
             if url_password:
                 found.append(url_password)
+            found += [p for p in _query_passwords(self.url) if p]
         return tuple(found)
 
     def describe_target(self) -> str:

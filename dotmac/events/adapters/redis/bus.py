@@ -60,6 +60,12 @@ def _build_client(config: RedisConfig) -> Redis:
         )
     if config.url is not None:
         pool = BlockingConnectionPool.from_url(config.url, **options)
+        # from_url lets the URL's values win; the config's explicit credentials must win
+        for name in ("username", "password"):
+            if name in options:
+                pool.connection_kwargs[name] = options[name]
+        if tls and not config.url.startswith(("rediss://", "unix://")):
+            pool.connection_class = SSLConnection  # ssl=True with a redis:// URL
     else:
         if tls:
             options["connection_class"] = SSLConnection
