@@ -38,6 +38,7 @@ from dotmac.events.errors import (
     PublishError,
     Reject,
     RequestTimeout,
+    RetriesExhausted,
     TransportError,
     UnsupportedOperation,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "RedisConfig",
     "Reject",
     "RequestTimeout",
+    "RetriesExhausted",
     "RetryPolicy",
     "SimpleDLQ",
     "Subscription",

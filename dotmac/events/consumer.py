@@ -112,6 +112,9 @@ class ConsumerOptions:
     def backoff_delay(self, attempt: int) -> float:
         return self.backoff.delay(attempt)
 
+    def retry_budget_spent(self, attempt: int) -> bool:
+        return attempt > self.policy.max_retries + 1
+
 
 def create_exponential_retry_options(
     max_retries: int = 3,

@@ -17,6 +17,7 @@ native errors in one place and raise one of these ``from`` the original.
     │   └── DecodeError (ValueError)      bytes are not an event we can read
     ├── HandlerTimeout (TimeoutError)     a handler ran past its time limit        retryable
     ├── RequestTimeout (TimeoutError)     no reply to request() in time            retryable
+    ├── RetriesExhausted                  attempts used up by earlier deliveries   not retryable
     └── Reject                            raised by a handler: dead-letter now     not retryable
 
 ``retryable`` is a class attribute: ``True`` where trying the same thing again later can succeed.
@@ -38,6 +39,7 @@ __all__ = [
     "PublishError",
     "Reject",
     "RequestTimeout",
+    "RetriesExhausted",
     "TransportError",
     "UnsupportedOperation",
 ]
@@ -104,6 +106,10 @@ class RequestTimeout(EventBusError, TimeoutError):
     """``request()`` got no reply within its timeout."""
 
     retryable = True
+
+
+class RetriesExhausted(EventBusError):
+    """The error of a dead letter whose attempts were all made by deliveries before a crash."""
 
 
 class Reject(EventBusError):

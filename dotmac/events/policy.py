@@ -36,6 +36,11 @@ class FailurePolicy(Protocol):
         (a dead-letter publish that failed)."""
         ...
 
+    def retry_budget_spent(self, attempt: int) -> bool:
+        """True when delivery number ``attempt`` may not call the handler any more: earlier
+        deliveries used every attempt (their consumer died before dead-lettering)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RedeliverPolicy:
@@ -59,3 +64,6 @@ class RedeliverPolicy:
 
     def backoff_delay(self, attempt: int) -> float:
         return self.backoff.delay(attempt)
+
+    def retry_budget_spent(self, attempt: int) -> bool:
+        return False

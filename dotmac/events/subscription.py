@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import EventHandler, Subscription
 from dotmac.events.dlq import DLQEntry
-from dotmac.events.errors import DecodeError, HandlerTimeout
+from dotmac.events.errors import DecodeError, HandlerTimeout, RetriesExhausted
 from dotmac.events.event import DeliveryInfo, Event, EventMetadata
 from dotmac.events.policy import FailurePolicy
 
@@ -187,6 +187,18 @@ class ReceiverSubscription(Subscription):
         except DecodeError as exc:
             await self._dead_letter(delivery, None, exc)
             return
+        if delivery.dead_letter_due is not None:  # its dead-letter publish failed: only retry that
+            error, attempts = delivery.dead_letter_due
+            await self._dead_letter(delivery, event, error, attempts)
+            return
+        if self._policy.retry_budget_spent(delivery.count):
+            # Earlier deliveries used every attempt, and the consumer holding the last one died
+            # before dead-lettering it: dead-letter now instead of calling the handler again.
+            spent = RetriesExhausted(
+                f"all {delivery.count - 1} attempts failed in earlier deliveries"
+            )
+            await self._dead_letter(delivery, event, spent, delivery.count - 1)
+            return
         event._received(
             DeliveryInfo(
                 count=delivery.count,
@@ -238,17 +250,23 @@ class ReceiverSubscription(Subscription):
         self._settle(delivery)
 
     async def _dead_letter(
-        self, delivery: Delivery, event: Event | None, error: BaseException
+        self,
+        delivery: Delivery,
+        event: Event | None,
+        error: BaseException,
+        attempts: int | None = None,
     ) -> None:
-        """Publish a DLQEntry, and only then ack; if that publish fails, try again later."""
+        """Publish a DLQEntry, and only then ack; if that publish fails, try again later
+        (publishing only, without calling the handler again)."""
         bus = self._bus
+        attempts = delivery.count if attempts is None else attempts
         dlq_topic = self._policy.dlq_topic_for(self.topic)
         entry = DLQEntry.for_failure(
             topic=self.topic,
             group=self.group,
             data=delivery.data,
             error=error,
-            attempts=delivery.count,
+            attempts=attempts,
             first_failure_at=delivery.first_failure_at,
             event=event,
             key=delivery.key,
@@ -257,6 +275,7 @@ class ReceiverSubscription(Subscription):
             await bus.publish(entry.to_event(dlq_topic))
         except Exception as exc:
             self._report("dead-letter", exc)
+            delivery.dead_letter_due = (error, attempts)
             self._retry_later(delivery, self._policy.backoff_delay(delivery.count))
             return
         bus.observer.dead_lettered(
@@ -264,7 +283,7 @@ class ReceiverSubscription(Subscription):
             group=self.group,
             adapter=bus.adapter,
             dlq_topic=dlq_topic,
-            attempts=delivery.count,
+            attempts=attempts,
             error=error,
             event=event,
         )
@@ -302,6 +321,7 @@ class ReceiverSubscription(Subscription):
             self._settle(delivery)
             return
         fresh.first_failure_at = delivery.first_failure_at
+        fresh.dead_letter_due = delivery.dead_letter_due
         self._route(fresh)
 
     def _report(self, where: str, error: BaseException) -> None:

@@ -48,6 +48,7 @@ class Delivery:
     offset: int | None = None
     token: Any = None
     first_failure_at: datetime | None = None
+    dead_letter_due: tuple[BaseException, int] | None = None  # (error, attempts) not yet published
 
 
 class Receiver(Protocol):
@@ -107,7 +108,9 @@ class TransportBus(EventBus):
         self.observer: Observer = observer or NoopObserver()
         self.close_timeout = close_timeout
         self._subscriptions: set[Subscription] = set()
+        self._closing = False  # no new subscriptions; publishing still works for handlers
         self._closed = False
+        self._close_task: asyncio.Future[None] | None = None
         self._replies: dict[str, asyncio.Future[Any]] = {}
         self._inbox: str | None = None
         self._inbox_lock: asyncio.Lock | None = None
@@ -142,6 +145,10 @@ class TransportBus(EventBus):
 
     def _check_open(self) -> None:
         if self._closed:
+            raise BusClosedError(f"{self.adapter} bus is closed")
+
+    def _check_not_closing(self) -> None:
+        if self._closing:
             raise BusClosedError(f"{self.adapter} bus is closed")
 
     async def publish(self, event: Event) -> None:
@@ -184,7 +191,7 @@ class TransportBus(EventBus):
         (run_consumer passes its ConsumerOptions); the default redelivers with backoff forever."""
         from dotmac.events.subscription import ReceiverSubscription
 
-        self._check_open()
+        self._check_not_closing()
         if not isinstance(topic, str) or not topic:
             raise ConfigurationError("topic", f"must be a non-empty str, got {topic!r}")
         if group is not None and (not isinstance(group, str) or not group):
@@ -213,7 +220,7 @@ class TransportBus(EventBus):
         self._subscriptions.discard(subscription)
 
     async def request(self, topic: str, payload: Any, *, timeout: float = 5.0) -> Any:
-        self._check_open()
+        self._check_not_closing()
         inbox = await self._reply_inbox()
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -260,13 +267,19 @@ class TransportBus(EventBus):
             future.set_result(event.payload)
 
     async def close(self, timeout: float | None = None) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close(timeout))
+        await asyncio.shield(self._close_task)
+
+    async def _close(self, timeout: float | None) -> None:
+        # Handlers still running may publish (their own events, replies, dead letters) until
+        # every subscription has closed; only then does publishing stop.
+        self._closing = True
         for future in self._replies.values():
             future.cancel()
         subscriptions = list(self._subscriptions)
         await asyncio.gather(*(s.close(timeout) for s in subscriptions))
+        self._closed = True
         if self._inbox is not None:
             try:
                 await self._drop_topic(self._inbox)

@@ -16,10 +16,12 @@ from dotmac.events import (
     HandlerTimeout,
     Reject,
     RetryPolicy,
+    create_dlq_consumer,
     create_exponential_retry_options,
     create_memory_bus,
     run_consumer,
 )
+from dotmac.events.testing import wait_until
 
 
 class Boom(Exception):
@@ -248,5 +250,45 @@ async def test_run_consumer_handler_timeout_counts_as_a_failure() -> None:
         await bus.publish(Event("slow", None))
         await asyncio.wait_for(done.wait(), 5)
         assert calls == [1, 2]
+    finally:
+        await bus.close()
+
+
+async def test_budget_spent_by_earlier_deliveries_dead_letters_without_calling_the_handler() -> (
+    None
+):
+    """Deliveries that never finished (their consumer died) count as attempts: once they used
+    the budget, the next consumer dead-letters the message instead of calling the handler."""
+    bus = create_memory_bus()
+    started = asyncio.Event()
+
+    async def never_finishes(event: Event) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    calls: list[int] = []
+
+    async def handler(event: Event) -> None:
+        calls.append(event.delivery_count)
+
+    dead: list[DLQEntry] = []
+
+    async def keep(entry: DLQEntry) -> None:
+        dead.append(entry)
+
+    try:
+        await create_dlq_consumer(bus, "jobs.DLQ", keep, group="ops")
+        await bus.publish(Event("jobs", {"id": 1}))
+        for _ in range(2):  # two consumers die holding it: deliveries 1 and 2
+            started.clear()
+            dying = await bus.subscribe("jobs", never_finishes, group="workers")
+            await asyncio.wait_for(started.wait(), 5)
+            await dying.close(timeout=0.05)
+        options = ConsumerOptions(max_retries=1, backoff_base_ms=1, jitter=False)
+        await run_consumer(bus, "jobs", handler, options, group="workers")
+        await wait_until(lambda: len(dead) == 1, 5, "the dead letter")
+        assert calls == []
+        assert dead[0].error_type == "RetriesExhausted"
+        assert dead[0].attempts == 2
     finally:
         await bus.close()

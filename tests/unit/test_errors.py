@@ -17,6 +17,7 @@ from dotmac.events.errors import (
     PublishError,
     Reject,
     RequestTimeout,
+    RetriesExhausted,
     TransportError,
     UnsupportedOperation,
 )
@@ -34,6 +35,7 @@ TREE: list[tuple[type[EventBusError], type[Exception], type[Exception] | None, b
     (DecodeError, CodecError, ValueError, False),
     (HandlerTimeout, EventBusError, TimeoutError, True),
     (RequestTimeout, EventBusError, TimeoutError, True),
+    (RetriesExhausted, EventBusError, None, False),
     (Reject, EventBusError, None, False),
 ]
 

@@ -454,3 +454,24 @@ async def test_health() -> None:
     assert (await bus.health()).details == {"topics": 1}
     await bus.close()
     assert not (await bus.health()).healthy
+
+
+async def test_handlers_still_running_at_close_can_publish() -> None:
+    """close() waits for running handlers, so what they publish must still go through; only
+    once every subscription has closed does publishing stop."""
+    bus = create_memory_bus()
+    started = asyncio.Event()
+
+    async def slow(event: Event) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+        await bus.publish(Event("audit", {"done": event.payload}))
+
+    await bus.subscribe("jobs", slow, group="g")
+    await bus.publish(Event("jobs", 1))
+    await asyncio.wait_for(started.wait(), 5)
+    await bus.close()
+    assert [e.payload for e in bus.history("audit")] == [{"done": 1}]
+    assert bus.history("jobs") == []  # handled, so acked and trimmed
+    with pytest.raises(BusClosedError):
+        await bus.publish(Event("audit", {}))

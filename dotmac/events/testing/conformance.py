@@ -502,6 +502,8 @@ class ConformanceSuite:
         assert len(dlq) == 1
         assert dlq[0].original_event is not None
         assert dlq[0].original_event.payload == {"keep": "me"}
+        assert calls == 1, "a failed dead-letter publish must not call the handler again"
+        assert dlq[0].attempts == 1 and dlq[0].error == "boom"
 
     # --- lifecycle and request-reply ------------------------------------------------------------
 
