@@ -21,7 +21,7 @@ from dotmac.events import (
     run_consumer,
 )
 from dotmac.events.adapters.kafka import create_kafka_bus
-from dotmac.events.errors import ConfigurationError, PublishError
+from dotmac.events.errors import ConfigurationError, PublishError, TransportError
 from dotmac.events.testing.conformance import wait_until
 from tests.support.kafka_helpers import kafka_test_config, unique_topic
 
@@ -239,3 +239,20 @@ async def test_request_reply_inbox_is_deleted_at_close(kafka_bootstrap: str) -> 
         assert inbox not in await admin.list_topics()
     finally:
         await admin.close()
+
+
+async def test_close_closes_every_client_even_when_one_fails(kafka_bootstrap: str) -> None:
+    bus = create_kafka_bus(kafka_test_config(kafka_bootstrap, num_partitions=1))
+    await bus.publish(Event(unique_topic("close"), {"n": 1}))  # starts the producer and admin
+    producer, admin = bus._producer, bus._admin
+    assert producer is not None and admin is not None
+    real_stop = producer.stop
+
+    async def failing_stop() -> None:
+        await real_stop()
+        raise ConnectionError("broker went away during stop")
+
+    producer.stop = failing_stop  # type: ignore[method-assign]
+    with pytest.raises(TransportError):
+        await bus.close(timeout=5.0)
+    assert admin._closed, "the admin client was left open"

@@ -259,15 +259,22 @@ class KafkaBus(TransportBus):
     async def _close_transport(self) -> None:
         producer, admin, offsets = self._producer, self._admin, self._offsets
         self._producer = self._admin = self._offsets = None
-        if producer is not None:
-            with kafka_errors("producer stop"):
-                await producer.stop()
-        if offsets is not None:
-            with kafka_errors("offsets consumer stop"):
-                await offsets.stop()
-        if admin is not None:
-            with kafka_errors("admin client close"):
-                await admin.close()
+        failure: BaseException | None = None
+        # Every client is closed even when an earlier one fails; the first failure is raised.
+        for doing, stop in (
+            ("producer stop", producer.stop if producer is not None else None),
+            ("offsets consumer stop", offsets.stop if offsets is not None else None),
+            ("admin client close", admin.close if admin is not None else None),
+        ):
+            if stop is None:
+                continue
+            try:
+                with kafka_errors(doing):
+                    await stop()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     # --- health and stats ----------------------------------------------------------------------
 
