@@ -11,9 +11,11 @@ waits. A failed message stays unacked, waits out its backoff, and is delivered a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -219,15 +221,16 @@ class ReceiverSubscription(Subscription):
             if delay is None:
                 await self._dead_letter(delivery, event, exc)
             else:
-                bus.observer.retried(
-                    event,
-                    group=self.group,
-                    adapter=bus.adapter,
-                    attempt=delivery.count,
-                    delay=delay,
-                    error=exc,
-                )
                 self._retry_later(delivery, delay)
+                with self._observing("retried"):
+                    bus.observer.retried(
+                        event,
+                        group=self.group,
+                        adapter=bus.adapter,
+                        attempt=delivery.count,
+                        delay=delay,
+                        error=exc,
+                    )
             return
         reply_to = event.headers.get("dotmac-reply-to")
         if reply_to is not None:
@@ -278,16 +281,17 @@ class ReceiverSubscription(Subscription):
             delivery.dead_letter_due = (error, attempts)
             self._retry_later(delivery, self._policy.backoff_delay(delivery.count))
             return
-        bus.observer.dead_lettered(
-            self.topic,
-            group=self.group,
-            adapter=bus.adapter,
-            dlq_topic=dlq_topic,
-            attempts=attempts,
-            error=error,
-            event=event,
-        )
         self._ack(delivery)
+        with self._observing("dead_lettered"):
+            bus.observer.dead_lettered(
+                self.topic,
+                group=self.group,
+                adapter=bus.adapter,
+                dlq_topic=dlq_topic,
+                attempts=attempts,
+                error=error,
+                event=event,
+            )
 
     async def _reply(self, event: Event, reply_to: str, result: Any) -> None:
         correlation_id = event.metadata.correlation_id if event.metadata else None
@@ -333,7 +337,18 @@ class ReceiverSubscription(Subscription):
             where,
             error,
         )
-        self._bus.observer.error(self.topic, adapter=self._bus.adapter, where=where, error=error)
+        with self._observing("error"):
+            self._bus.observer.error(
+                self.topic, adapter=self._bus.adapter, where=where, error=error
+            )
+
+    @contextlib.contextmanager
+    def _observing(self, hook: str) -> Iterator[None]:
+        """Observers must not raise; one that does is logged, and never costs a message."""
+        try:
+            yield
+        except Exception:
+            logger.exception("observer hook %s failed on topic %s", hook, self.topic)
 
     # --- closing -------------------------------------------------------------------------------
 

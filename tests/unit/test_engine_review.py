@@ -11,8 +11,11 @@ import pytest
 from dotmac.events import (
     BusClosedError,
     ConsumerOptions,
+    DLQEntry,
     Event,
     MemoryBus,
+    NoopObserver,
+    create_dlq_consumer,
     create_memory_bus,
     run_consumer,
 )
@@ -230,3 +233,39 @@ async def test_request_pending_when_the_bus_closes_raises_bus_closed() -> None:
     with pytest.raises(BusClosedError):
         await pending
     assert not pending.cancelled()
+
+
+async def test_an_observer_that_raises_never_costs_a_message() -> None:
+    """A broken metrics hook is logged; the message is still dead-lettered once and acked."""
+
+    class Broken(NoopObserver):
+        def dead_lettered(self, topic: str, **kwargs: Any) -> None:  # type: ignore[override]
+            raise RuntimeError("metrics backend down")
+
+        def retried(self, event: Event, **kwargs: Any) -> None:  # type: ignore[override]
+            raise RuntimeError("metrics backend down")
+
+    bus = create_memory_bus(observer=Broken())
+    calls = 0
+    dead: list[DLQEntry] = []
+
+    async def always_fails(event: Event) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("bad")
+
+    async def keep(entry: DLQEntry) -> None:
+        dead.append(entry)
+
+    try:
+        await create_dlq_consumer(bus, "jobs.DLQ", keep, group="ops")
+        options = ConsumerOptions(max_retries=1, backoff_base_ms=1, jitter=False)
+        await run_consumer(bus, "jobs", always_fails, options, group="g")
+        await bus.publish(Event("jobs", {"n": 1}))
+        await wait_until(lambda: len(dead) == 1, 5, "the dead letter")
+        await asyncio.sleep(0.2)
+        assert calls == 2
+        assert len(dead) == 1
+        assert (await bus.stats("jobs", "g")).pending == 0
+    finally:
+        await bus.close()
