@@ -32,6 +32,7 @@ SECRET = "s3cret-Pa55word"
         ({"url": "http://localhost"}, "url"),
         ({"url": ""}, "url"),
         ({"url": "redis://localhost", "host": "other"}, "url"),
+        ({"url": "unix:///tmp/redis.sock", "ssl": True}, "ssl"),
         ({"port": 0}, "port"),
         ({"port": 70000}, "port"),
         ({"port": "6379"}, "port"),

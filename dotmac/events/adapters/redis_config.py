@@ -130,6 +130,11 @@ class RedisConfig:
             )
             given = [n for n in ("host", "port", "db") if getattr(self, n) is not None]
             _require(not given, "url", f"give either url or {'/'.join(given)}, not both")
+            _require(
+                not (self.ssl and scheme == "unix"),
+                "ssl",
+                "TLS is not available over a unix socket (use redis:// or rediss://)",
+            )
         if self.host is not None:
             _require(
                 isinstance(self.host, str) and bool(self.host), "host", "must be a non-empty str"
