@@ -15,13 +15,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
-from dotmac.events import Event, HealthChecker, Reject
+from dotmac.events import Event, HealthChecker
 from dotmac.events.adapters.kafka import create_kafka_bus
 from dotmac.events.observability.otel import TracingObserver
 from dotmac.events.observability.prometheus import BacklogMonitor, PrometheusObserver
 from tests.support.kafka_helpers import kafka_test_config, unique_topic
 from tests.support.kafka_server import TansuServer, tansu_binary
-from tests.support.observability import Scenario, eventually, run_scenario
+from tests.support.observability import HeldHandlers, Scenario, eventually, run_scenario
 
 pytestmark = pytest.mark.kafka
 
@@ -112,33 +112,21 @@ async def test_backlog_gauges_match_librdkafka(kafka_bootstrap: str) -> None:
     monitor = BacklogMonitor(registry, timeout=10)
     config = kafka_test_config(kafka_bootstrap)
     topic = unique_topic("backlog")
-    gate = asyncio.Event()
-    holding = asyncio.Event()
-    held = 0
-
-    async def hold(event: Event) -> None:
-        nonlocal held
-        held += 1
-        if held == 4:
-            holding.set()
-        await gate.wait()
-
-    async def reject(event: Event) -> None:
-        raise Reject("not today")
+    handlers = HeldHandlers(hold_count=4)
 
     def value(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, {"topic": topic, "adapter": "kafka", **labels})
 
     async with create_kafka_bus(config) as bus:
-        behind = await bus.subscribe(topic, reject, group="behind")
+        behind = await bus.subscribe(topic, handlers.reject, group="behind")
         await behind.close()  # the group exists and falls behind everything published next
-        busy = await bus.subscribe(topic, hold, group="busy", concurrency=4)
+        busy = await bus.subscribe(topic, handlers.hold, group="busy", concurrency=4)
         # One publish per event: Tansu counts a multi-record batch as one offset in its
         # watermarks, which would make every offset-based number (ours and librdkafka's) low.
         for i in range(10):
             await bus.publish(Event(topic, {"i": i}, key=f"k{i}"))
         async with asyncio.timeout(30):
-            await holding.wait()
+            await handlers.holding.wait()
         monitor.watch(bus, topic, "busy")
         monitor.watch(bus, topic, "behind")
         await monitor.refresh()
@@ -156,8 +144,8 @@ async def test_backlog_gauges_match_librdkafka(kafka_bootstrap: str) -> None:
         assert pending is not None and 4 <= pending <= 10
         assert value("events_dlq_depth") == 0
 
-        gate.set()
-        behind = await bus.subscribe(topic, reject, group="behind")
+        handlers.gate.set()
+        behind = await bus.subscribe(topic, handlers.reject, group="behind")
 
         async def drained() -> bool:
             stats = await bus.stats(topic, "behind")

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from dotmac.events import Event, HealthChecker, RedisConfig, create_redis_bus
 from dotmac.events.observability.otel import TracingObserver
 from dotmac.events.observability.prometheus import BacklogMonitor, PrometheusObserver
-from tests.support.observability import Scenario, eventually, run_scenario
+from tests.support.observability import HeldHandlers, Scenario, eventually, run_scenario
 from tests.support.redis_server import local_redis_server, redis_cli
 
 pytestmark = pytest.mark.redis
@@ -96,32 +96,18 @@ def xinfo_lag(url: str, stream: str, group: str) -> int:
 async def test_backlog_gauges_match_redis_cli(redis_url: str, redis_prefix: str) -> None:
     registry = CollectorRegistry()
     monitor = BacklogMonitor(registry)
-    gate = asyncio.Event()
-    holding = asyncio.Event()
-    held = 0
-
-    async def hold(event: Event) -> None:
-        nonlocal held
-        held += 1
-        if held == 4:
-            holding.set()
-        await gate.wait()
-
-    async def reject(event: Event) -> None:
-        from dotmac.events import Reject
-
-        raise Reject("not today")
+    handlers = HeldHandlers(hold_count=4)
 
     topic = "backlog"
     stream = f"{redis_prefix}{topic}"
     async with create_redis_bus(config(redis_url, redis_prefix)) as bus:
-        idle = await bus.subscribe(topic, reject, group="behind")
+        idle = await bus.subscribe(topic, handlers.reject, group="behind")
         await idle.close()  # the group exists and falls behind everything published next
-        busy = await bus.subscribe(topic, hold, group="busy", concurrency=4)
+        busy = await bus.subscribe(topic, handlers.hold, group="busy", concurrency=4)
         for i in range(10):
             await bus.publish(Event(topic, {"i": i}))
         async with asyncio.timeout(10):
-            await holding.wait()
+            await handlers.holding.wait()
         monitor.watch(bus, topic, "busy")
         monitor.watch(bus, topic, "behind")
         await monitor.refresh()
@@ -142,8 +128,8 @@ async def test_backlog_gauges_match_redis_cli(redis_url: str, redis_prefix: str)
         assert age is not None and age >= 0
         assert value("events_dlq_depth") == 0
 
-        gate.set()
-        idle = await bus.subscribe(topic, reject, group="behind")
+        handlers.gate.set()
+        idle = await bus.subscribe(topic, handlers.reject, group="behind")
 
         async def drained() -> bool:
             stats = await bus.stats(topic, "behind")

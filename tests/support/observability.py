@@ -12,7 +12,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from dotmac.events import Event, EventBus, create_exponential_retry_options, run_consumer
+from dotmac.events import (
+    Event,
+    EventBus,
+    Reject,
+    create_exponential_retry_options,
+    run_consumer,
+)
 from dotmac.events.dlq import DLQEntry
 
 
@@ -154,3 +160,23 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], *, timeout: fl
             if result:
                 return
             await asyncio.sleep(0.01)
+
+
+class HeldHandlers:
+    """A handler that holds every event until ``gate`` opens, setting ``holding`` once
+    ``hold_count`` are held (pending work for backlog tests), and one that always rejects."""
+
+    def __init__(self, hold_count: int = 4) -> None:
+        self.hold_count = hold_count
+        self.held = 0
+        self.gate = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def hold(self, event: Event) -> None:
+        self.held += 1
+        if self.held == self.hold_count:
+            self.holding.set()
+        await self.gate.wait()
+
+    async def reject(self, event: Event) -> None:
+        raise Reject("not today")
