@@ -184,6 +184,9 @@ class ReceiverSubscription(Subscription):
 
     async def _process(self, delivery: Delivery) -> None:
         bus = self._bus
+        if delivery.unreadable is not None:
+            await self._dead_letter(delivery, None, DecodeError(delivery.unreadable))
+            return
         try:
             event = bus.codec.decode(delivery.data)
         except DecodeError as exc:

@@ -49,6 +49,7 @@ class Delivery:
     token: Any = None
     first_failure_at: datetime | None = None
     dead_letter_due: tuple[BaseException, int] | None = None  # (error, attempts) not yet published
+    unreadable: str | None = None  # why the transport could not read it: dead-letter as DecodeError
 
 
 class Receiver(Protocol):

@@ -5,10 +5,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from dotmac.events import DLQEntry, Event, JsonCodec, create_dlq_consumer
+from dotmac.events import (
+    ConsumerOptions,
+    DLQEntry,
+    Event,
+    JsonCodec,
+    create_dlq_consumer,
+    run_consumer,
+)
 from dotmac.events.adapters.kafka import create_kafka_bus
 from dotmac.events.testing.conformance import wait_until
 from tests.support.kafka_helpers import kafka_test_config, unique_topic
@@ -115,3 +123,55 @@ async def test_foreign_record_goes_to_dlq_and_the_consumer_keeps_going(
     assert entry.error_type == "DecodeError"
     assert entry.original_topic == topic
     assert entry.original_event is None  # not an event: the bytes are kept instead
+
+
+async def test_foreign_bytes_never_jam_the_consumer(kafka_bootstrap: str) -> None:
+    """Records librdkafka writes between our events (key and value not UTF-8, no value at all,
+    an envelope with wrong types) are dead-lettered one at a time as DecodeError with their
+    bytes; every valid event is handled exactly once and no valid one is dead-lettered."""
+    bus = create_kafka_bus(kafka_test_config(kafka_bootstrap, num_partitions=1))
+    topic = unique_topic("foreign-bytes")
+    handled: list[int] = []
+    dead: list[DLQEntry] = []
+
+    async def handler(event: Event) -> None:
+        handled.append(event.payload)
+
+    async def keep(entry: DLQEntry) -> None:
+        dead.append(entry)
+
+    envelope = orjson.loads(JsonCodec().encode(Event(topic, 0)))
+    wrong_types = orjson.dumps({**envelope, "id": 12, "headers": ["x"]})
+    foreign: list[tuple[bytes | None, bytes | None]] = [  # (key, value)
+        (b"\xff\xfe", b"garbage"),
+        (None, b"\xff\xfe\x00not utf-8"),
+        (b"k", None),
+        (None, wrong_types),
+        (b"\x80", b'{"v": 1}'),
+    ]
+
+    def produce_foreign(key: bytes | None, value: bytes | None) -> None:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        producer.produce(topic, value, key=key, headers={"raw": b"\xff"})
+        assert producer.flush(10) == 0
+
+    try:
+        await run_consumer(bus, topic, handler, ConsumerOptions(max_retries=1), group="g")
+        await create_dlq_consumer(bus, f"{topic}.DLQ", keep, group="dlq")
+        for n, (key, value) in enumerate(foreign):
+            await bus.publish(Event(topic, 2 * n, key="k"))
+            await asyncio.to_thread(produce_foreign, key, value)
+            await bus.publish(Event(topic, 2 * n + 1))
+        valid = 2 * len(foreign)
+        await wait_until(
+            lambda: len(handled) >= valid and len(dead) >= len(foreign),
+            30,
+            "every valid event handled and every foreign record dead-lettered",
+        )
+        await asyncio.sleep(0.3)  # a late duplicate or dead letter would show up now
+    finally:
+        await bus.close()
+    assert handled == list(range(valid))  # one partition: in order, each once
+    assert [d.error_type for d in dead] == ["DecodeError"] * len(foreign)
+    assert [d.original_event for d in dead] == [None] * len(foreign)
+    assert [d.original_data for d in dead] == [value or b"" for _, value in foreign]

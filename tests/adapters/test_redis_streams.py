@@ -262,3 +262,56 @@ async def test_request_reply_inbox_stream_is_deleted_at_close(
     finally:
         await bus.close()
         await raw.aclose()
+
+
+async def test_foreign_bytes_never_jam_the_consumer(
+    redis_url: str, redis_prefix: str, raw: redis_asyncio.Redis
+) -> None:
+    """Entries another producer wrote (not UTF-8, no data field, wrong types) are dead-lettered
+    one at a time as DecodeError with their bytes, while every valid event between them is
+    handled exactly once and nothing valid reaches the dead-letter topic."""
+    bus = create_redis_bus(fast_config(redis_url, redis_prefix, prefetch_count=50))
+    stream = f"{redis_prefix}foreign"
+    handled: list[int] = []
+    dead: list[DLQEntry] = []
+
+    async def handler(event: Event) -> None:
+        handled.append(event.payload)
+
+    async def on_dead(event: Event) -> None:
+        dead.append(DLQEntry.from_event(event))
+
+    envelope = json.loads(bus.codec.encode(Event("foreign", 0)))
+    wrong_types = json.dumps({**envelope, "id": 12, "headers": ["x"]}).encode()
+    foreign: list[dict[Any, Any]] = [
+        {b"data": b"garbage", b"key": b"\xff"},  # the reproduction from the reliability issue
+        {b"\xff\xfe": b"\xff"},  # its only field, name and value, not UTF-8
+        {b"data": b"\xff\xfe\x00not utf-8"},
+        {b"order": b"42", b"status": b"\x80paid"},
+        {b"data": wrong_types, b"key": b"k"},
+        {b"data": b'{"v": 1}'},  # missing fields
+    ]
+    await run_consumer(bus, "foreign", handler, ConsumerOptions(max_retries=1), group="g")
+    await bus.subscribe("foreign.DLQ", on_dead, group="dlq")
+    for n, fields in enumerate(foreign):
+        await bus.publish(Event("foreign", 2 * n, key=f"k{n % 2}"))
+        await raw.xadd(stream, fields)
+        await bus.publish(Event("foreign", 2 * n + 1))
+    valid = 2 * len(foreign)
+    await wait_until(
+        lambda: len(handled) >= valid and len(dead) >= len(foreign),
+        15,
+        "every valid event handled and every foreign entry dead-lettered",
+    )
+    await asyncio.sleep(0.3)  # a late duplicate or a late dead letter would show up now
+    assert sorted(handled) == list(range(valid))
+    assert {d.error_type for d in dead} == {"DecodeError"}
+    assert [d.original_event for d in dead] == [None] * len(foreign)
+    assert [d.attempts for d in dead] == [1] * len(foreign)
+    assert dead[0].original_data == b"garbage" and "not UTF-8" in dead[0].error
+    assert dead[1].original_data == b"\xff" and "no 'data' field" in dead[1].error
+    assert dead[2].original_data == b"\xff\xfe\x00not utf-8"
+    assert json.loads(dead[3].original_data) == {"order": "42", "status": "\\x80paid"}
+    assert dead[4].original_data == wrong_types
+    await bus.close()
+    assert (await raw.xpending(stream, "g"))["pending"] == 0

@@ -64,26 +64,41 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _data(fields: Mapping[Any, Any]) -> bytes:
-    """The codec bytes of an entry; a foreign entry becomes the JSON of all its fields, which the
-    codec rejects, so it goes to the dead-letter topic with a DecodeError and stays inspectable."""
+def _readable(value: bytes) -> str:
+    return value.decode(errors="backslashreplace")
+
+
+def _read_entry(fields: Mapping[Any, Any]) -> tuple[bytes, str | None, str | None]:
+    """``(data, key, problem)`` of a stream entry; ``problem`` says why the engine cannot read it.
+
+    Our own entries carry ``data`` (the codec's bytes) and an optional UTF-8 ``key``. Anything
+    else was written by another producer: it is handed on with its bytes (a lone field's value
+    exactly, several fields as a JSON object) and the problem, and goes to the dead-letter
+    topic as a DecodeError instead of failing the read batch it arrived in.
+    """
     data = fields.get(b"data")
-    if isinstance(data, bytes):  # our own entries, read as bytes: the hot path
-        return data
-    for name, value in fields.items():
-        if _text(name) == "data":
-            return value if isinstance(value, bytes) else str(value).encode()
-    return orjson.dumps({_text(k): _text(v) for k, v in fields.items()})
-
-
-def _key(fields: Mapping[Any, Any]) -> str | None:
     key = fields.get(b"key")
-    if isinstance(key, bytes):
-        return key.decode()
-    for name, value in fields.items():
-        if _text(name) == "key":
-            return _text(value)
-    return None
+    if type(data) is bytes and (key is None or type(key) is bytes):
+        if key is None:
+            return data, None, None
+        try:
+            return data, key.decode(), None
+        except UnicodeDecodeError:
+            return data, None, f"entry field 'key' is not UTF-8: {key!r}"
+    if data is not None:  # a client that decodes replies (decode_responses=True)
+        return str(data).encode(), None if key is None else str(key), None
+    names = ", ".join(_readable(n) if isinstance(n, bytes) else str(n) for n in fields)
+    problem = f"entry is not an event: it has no 'data' field (fields: {names})"
+    if len(fields) == 1:
+        (value,) = fields.values()
+        return (value if isinstance(value, bytes) else str(value).encode()), None, problem
+    as_text = {
+        (_readable(k) if isinstance(k, bytes) else str(k)): (
+            _readable(v) if isinstance(v, bytes) else str(v)
+        )
+        for k, v in fields.items()
+    }
+    return orjson.dumps(as_text), None, problem
 
 
 def _stream_entries(reply: Any) -> list[tuple[Any, Mapping[Any, Any]]]:
@@ -330,7 +345,8 @@ class RedisReceiver:
     def _deliver(self, entry_id: Any, fields: Mapping[Any, Any], count: int) -> Delivery:
         message_id = _text(entry_id)
         self._held[message_id] = time.monotonic()
-        return Delivery(data=_data(fields), count=count, message_id=message_id, key=_key(fields))
+        data, key, problem = _read_entry(fields)
+        return Delivery(data=data, count=count, message_id=message_id, key=key, unreadable=problem)
 
     async def _recreate_group(self, exc: BaseException) -> None:
         logger.warning(
