@@ -75,7 +75,7 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__version__ = "0.1.0"
+from dotmac.events.version import __version__ as __version__  # noqa: E402
 
 __all__ = [
     "BacklogStats",

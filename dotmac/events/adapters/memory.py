@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 from dotmac.events.bus import BacklogStats, HealthStatus
 from dotmac.events.codec import Codec
+from dotmac.events.engine import TransportBus
 from dotmac.events.errors import ConfigurationError, PublishError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
-from dotmac.events.transport import Delivery, Receiver, TransportBus
+from dotmac.events.transport import Delivery, Receiver
 
 __all__ = ["MemoryBus", "MemoryConfig", "create_memory_bus"]
 

@@ -93,7 +93,7 @@ class TracingObserver:
                 "tracer_provider",
                 f"must be an opentelemetry TracerProvider, got {tracer_provider!r}",
             )
-        from dotmac.events import __version__
+        from dotmac.events.version import __version__
 
         self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
         self._propagator = propagator

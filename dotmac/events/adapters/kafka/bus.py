@@ -25,10 +25,11 @@ from dotmac.events.adapters.kafka.receiver import KafkaReceiver
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.bus import BacklogStats, HealthStatus
 from dotmac.events.codec import Codec
+from dotmac.events.engine import TransportBus
 from dotmac.events.errors import ConfigurationError, PublishError, TransportError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
-from dotmac.events.transport import Receiver, TransportBus
+from dotmac.events.transport import Receiver
 
 __all__ = ["KafkaBus", "create_kafka_bus", "kafka_headers"]
 

@@ -10,6 +10,7 @@ Wire format (one stream entry per event, stream key ``key_prefix + topic``)::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -26,10 +27,11 @@ from dotmac.events.adapters.redis_config import RedisConfig, default_consumer_na
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import BacklogStats, HealthStatus
 from dotmac.events.codec import Codec
+from dotmac.events.engine import TransportBus
 from dotmac.events.errors import ConfigurationError, TransportError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
-from dotmac.events.transport import Receiver, TransportBus
+from dotmac.events.transport import Receiver
 
 __all__ = ["RedisStreamsBus", "create_redis_bus"]
 
@@ -159,13 +161,16 @@ class RedisStreamsBus(TransportBus):
         stream = self.stream_key(topic)
         start = "$" if private or self.config.new_group_start == "latest" else "0"
         receiver = RedisReceiver(
-            self,
+            self.client,
+            self.config,
             topic=topic,
             stream=stream,
             group=group,
             consumer=self._consumer_name(stream, group),
             private=private,
             start_id=start,
+            report=functools.partial(self._report, topic),
+            on_trimmed=functools.partial(self._lost_to_trimming, topic, stream, group),
         )
         await receiver.open()
         return receiver

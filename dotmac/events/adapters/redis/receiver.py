@@ -21,18 +21,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 
 from dotmac.events.adapters.redis.errors import is_connection_error, is_no_group, translate
+from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.transport import Delivery
-
-if TYPE_CHECKING:
-    from dotmac.events.adapters.redis.bus import RedisStreamsBus
 
 __all__ = ["RedisReceiver"]
 
@@ -121,11 +120,16 @@ def _still_ours(pending: list[dict[str, Any]], consumer: str, min_idle: int) -> 
 
 
 class RedisReceiver:
-    """The Receiver (see dotmac.events.transport) of one stream, group and consumer."""
+    """The Receiver (see dotmac.events.transport) of one stream, group and consumer.
+
+    ``report(where, error)`` tells the bus's observer about a failure outside a handler;
+    ``on_trimmed(ids)`` counts and reports entries trimmed while pending.
+    """
 
     def __init__(
         self,
-        bus: RedisStreamsBus,
+        client: Redis,
+        config: RedisConfig,
         *,
         topic: str,
         stream: str,
@@ -133,10 +137,13 @@ class RedisReceiver:
         consumer: str,
         private: bool,
         start_id: str,
+        report: Callable[[str, BaseException], None],
+        on_trimmed: Callable[[list[str]], None],
     ) -> None:
-        config = bus.config
-        self._bus = bus
-        self._client = bus.client
+        self._client = client
+        self._secrets = config.secrets
+        self._report = report
+        self._on_trimmed = on_trimmed
         self.topic = topic
         self.stream = stream
         self.group = group
@@ -208,7 +215,7 @@ class RedisReceiver:
             else:
                 await self._leave(keys=[self.stream], args=[self.group, 0, self.consumer, "self"])
         except Exception as exc:  # the group keeps what we could not tidy; nothing is lost
-            self._bus._report(self.topic, "close", self._error(exc, "close"))
+            self._report("close", self._error(exc, "close"))
 
     # --- fetching ------------------------------------------------------------------------------
 
@@ -365,7 +372,7 @@ class RedisReceiver:
         self._failures += 1
         error = self._error(exc, "read")
         if self._failures == 1:
-            self._bus._report(self.topic, "connection", error)
+            self._report("connection", error)
         else:
             logger.debug("redis stream %s: still reconnecting: %s", self.stream, error)
         self._wake.clear()
@@ -436,7 +443,7 @@ class RedisReceiver:
                 try:
                     await pipe.execute()
                 except Exception as exc:  # they still become claimable after claim_idle_ms
-                    self._bus._report(self.topic, "release", self._error(exc, "release"))
+                    self._report("release", self._error(exc, "release"))
 
     async def _trimmed(self, ids: list[str]) -> None:
         """Entries trimmed from the stream while pending: ack them so they stop haunting the
@@ -446,7 +453,7 @@ class RedisReceiver:
         try:
             await self._client.xack(self.stream, self.group, *ids)
         finally:
-            self._bus._lost_to_trimming(self.topic, self.stream, self.group, ids)
+            self._on_trimmed(ids)
 
     # --- background ----------------------------------------------------------------------------
 
@@ -508,5 +515,5 @@ class RedisReceiver:
         return translate(
             exc,
             doing=f"{doing} on {self.stream} (group {self.group})",
-            secrets=self._bus.config.secrets,
+            secrets=self._secrets,
         )

@@ -1,0 +1,238 @@
+"""TransportBus: the EventBus contract run once over any transport's ``_send`` and receivers.
+
+An adapter subclasses it and supplies ``_send`` (bytes to the broker) and ``_open_receiver`` (a
+:class:`~dotmac.events.transport.Receiver` per subscription), plus ``health`` and ``stats``.
+Everything else (encoding, observers, subscriptions, request-reply, close) is here.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from dotmac.events.bus import EventBus, EventHandler, Subscription
+from dotmac.events.codec import Codec, JsonCodec
+from dotmac.events.engine.handling import REPLY_TO_HEADER
+from dotmac.events.engine.subscription import ReceiverSubscription
+from dotmac.events.errors import (
+    BusClosedError,
+    ConfigurationError,
+    EventBusError,
+    PublishError,
+    RequestTimeout,
+)
+from dotmac.events.event import Event, EventMetadata
+from dotmac.events.observability.observer import NoopObserver, Observer
+from dotmac.events.policy import FailurePolicy, RedeliverPolicy
+from dotmac.events.transport import Receiver
+
+__all__ = ["TransportBus"]
+
+
+class TransportBus(EventBus):
+    """EventBus contract implemented once over a transport's ``_send`` and ``_open_receiver``."""
+
+    adapter = "transport"
+
+    def __init__(
+        self,
+        *,
+        codec: Codec | None = None,
+        observer: Observer | None = None,
+        close_timeout: float = 10.0,
+    ) -> None:
+        if close_timeout <= 0:
+            raise ConfigurationError("close_timeout", f"must be > 0, got {close_timeout}")
+        self.codec: Codec = codec or JsonCodec()
+        self.observer: Observer = observer or NoopObserver()
+        self._observed = type(self.observer) is not NoopObserver
+        self.close_timeout = close_timeout
+        self._subscriptions: set[Subscription] = set()
+        self._closing = False  # no new subscriptions; publishing still works for handlers
+        self._closed = False
+        self._close_task: asyncio.Future[None] | None = None
+        self._replies: dict[str, asyncio.Future[Any]] = {}
+        self._inbox: str | None = None
+        self._inbox_lock: asyncio.Lock | None = None
+
+    # --- what a transport implements -------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _send(self, batch: Sequence[tuple[Event, bytes]]) -> None:
+        """Send encoded events; return when the broker accepted all of them."""
+
+    @abc.abstractmethod
+    async def _open_receiver(
+        self, topic: str, group: str, *, private: bool, prefetch: int
+    ) -> Receiver:
+        """Join ``group`` on ``topic`` (creating it if needed) and return its receiver."""
+
+    async def _close_transport(self) -> None:
+        """Release connections once every subscription is closed."""
+
+    async def _drop_topic(self, topic: str) -> None:
+        """Delete a topic this bus created for itself (its request-reply inbox) at close."""
+
+    def _prefetch(self, concurrency: int) -> int:
+        """How many messages a subscription may hold at once (fetched but not acked)."""
+        return max(10, 2 * concurrency)
+
+    # --- the contract ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosedError(f"{self.adapter} bus is closed")
+
+    def _check_not_closing(self) -> None:
+        if self._closing:
+            raise BusClosedError(f"{self.adapter} bus is closed")
+
+    async def publish(self, event: Event) -> None:
+        self._check_open()
+        if self._observed:
+            with self.observer.publishing(event, adapter=self.adapter) as extra:
+                if extra:
+                    event = event.with_headers(extra)
+                await self._send_translated([(event, self.codec.encode(event))])
+        else:
+            await self._send_translated([(event, self.codec.encode(event))])
+
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        self._check_open()
+        if not events:
+            return
+        with contextlib.ExitStack() as stack:
+            batch = []
+            for event in events:
+                extra = stack.enter_context(self.observer.publishing(event, adapter=self.adapter))
+                ready = event.with_headers(extra) if extra else event
+                batch.append((ready, self.codec.encode(ready)))
+            await self._send_translated(batch)
+
+    async def _send_translated(self, batch: Sequence[tuple[Event, bytes]]) -> None:
+        try:
+            await self._send(batch)
+        except EventBusError:
+            raise
+        except Exception as exc:  # a transport bug must still surface as our error
+            raise PublishError(f"{self.adapter}: publish failed: {exc!r}") from exc
+
+    async def subscribe(
+        self,
+        topic: str,
+        handler: EventHandler,
+        *,
+        group: str | None = None,
+        concurrency: int = 1,
+        policy: FailurePolicy | None = None,
+    ) -> Subscription:
+        """See :meth:`EventBus.subscribe`. ``policy`` decides retry delays and dead-lettering
+        (run_consumer passes its ConsumerOptions); the default redelivers with backoff forever."""
+        self._check_not_closing()
+        if not isinstance(topic, str) or not topic:
+            raise ConfigurationError("topic", f"must be a non-empty str, got {topic!r}")
+        if group is not None and (not isinstance(group, str) or not group):
+            raise ConfigurationError("group", f"must be a non-empty str or None, got {group!r}")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError("concurrency", f"must be an int >= 1, got {concurrency!r}")
+        private = group is None
+        group_name = group or f"private-{uuid.uuid4().hex}"
+        prefetch = self._prefetch(concurrency)
+        receiver = await self._open_receiver(topic, group_name, private=private, prefetch=prefetch)
+        subscription = ReceiverSubscription(
+            receiver=receiver,
+            topic=topic,
+            group=group_name,
+            adapter=self.adapter,
+            handler=handler,
+            concurrency=concurrency,
+            capacity=prefetch,
+            policy=policy or RedeliverPolicy(),
+            codec=self.codec,
+            observer=self.observer,
+            publish=self.publish,
+            close_timeout=self.close_timeout,
+            on_closed=self._forget,
+        )
+        self._subscriptions.add(subscription)
+        subscription.start()
+        return subscription
+
+    def _forget(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    async def request(self, topic: str, payload: Any, *, timeout: float = 5.0) -> Any:
+        self._check_not_closing()
+        inbox = await self._reply_inbox()
+        correlation_id = uuid.uuid4().hex
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._replies[correlation_id] = future
+        try:
+            await self.publish(
+                Event(
+                    topic,
+                    payload,
+                    headers={REPLY_TO_HEADER: inbox},
+                    metadata=EventMetadata(correlation_id=correlation_id),
+                )
+            )
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError as exc:
+            raise RequestTimeout(f"no reply on {topic!r} within {timeout}s") from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and task is not None and not task.cancelling():
+                raise BusClosedError(
+                    f"{self.adapter} bus closed before {topic!r} replied"
+                ) from None
+            raise
+        finally:
+            self._replies.pop(correlation_id, None)
+
+    async def _reply_inbox(self) -> str:
+        if self._inbox is not None:
+            return self._inbox
+        if self._inbox_lock is None:
+            self._inbox_lock = asyncio.Lock()
+        async with self._inbox_lock:
+            if self._inbox is None:
+                inbox = f"_inbox.{uuid.uuid4().hex}"
+                await self.subscribe(inbox, self._on_reply, concurrency=4)
+                self._inbox = inbox
+        return self._inbox
+
+    async def _on_reply(self, event: Event) -> None:
+        correlation_id = event.metadata.correlation_id if event.metadata else None
+        future = self._replies.pop(correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(event.payload)
+
+    async def close(self, timeout: float | None = None) -> None:
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close(timeout))
+        await asyncio.shield(self._close_task)
+
+    async def _close(self, timeout: float | None) -> None:
+        # Handlers still running may publish (their own events, replies, dead letters) until
+        # every subscription has closed; only then does publishing stop.
+        self._closing = True
+        for future in self._replies.values():
+            future.cancel()
+        subscriptions = list(self._subscriptions)
+        await asyncio.gather(*(s.close(timeout) for s in subscriptions))
+        self._closed = True
+        if self._inbox is not None:
+            try:
+                await self._drop_topic(self._inbox)
+            except Exception as exc:  # closing goes on; the inbox is only garbage now
+                self.observer.error(self._inbox, adapter=self.adapter, where="close", error=exc)
+        await self._close_transport()

@@ -1,0 +1,228 @@
+"""What happens to one delivered message: decode, the handler, and the outcome.
+
+:class:`MessageHandling` is built once per subscription, so everything optional (the observer's
+context manager, the handler's time limit, a middleware chain) is decided once, not per message.
+The outcome goes back to the subscription through three callables: ``ack`` (handled or
+dead-lettered), ``retry_later`` (failed; deliver again after a delay) and ``report``
+(something outside the handler went wrong).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from dotmac.events.codec import Codec
+from dotmac.events.dlq import DLQEntry
+from dotmac.events.errors import DecodeError, HandlerTimeout, RetriesExhausted
+from dotmac.events.event import DeliveryInfo, Event, EventMetadata
+from dotmac.events.observability.observer import NoopObserver, Observer
+from dotmac.events.policy import FailurePolicy
+from dotmac.events.transport import Delivery
+
+__all__ = ["REPLY_TO_HEADER", "ConsumeMiddleware", "MessageHandling", "observing"]
+
+logger = logging.getLogger("dotmac.events")
+
+REPLY_TO_HEADER = "dotmac-reply-to"
+"""Header naming the topic a request's reply goes to."""
+
+Call = Callable[[Event], Awaitable[Any]]
+
+
+class ConsumeMiddleware(Protocol):
+    """Wraps handling: ``await call_next(event)`` runs the rest of the chain and the handler.
+
+    Raising (or not calling ``call_next`` and raising) counts as a handler failure; returning
+    without calling it counts as handled.
+    """
+
+    def __call__(self, event: Event, call_next: Call) -> Awaitable[Any]: ...
+
+
+def _being_cancelled() -> bool:
+    """True when this task was cancelled, False for a CancelledError a handler raised itself."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+@contextlib.contextmanager
+def observing(hook: str, topic: str) -> Iterator[None]:
+    """Observers must not raise; one that does is logged, and never costs a message."""
+    try:
+        yield
+    except Exception:
+        logger.exception("observer hook %s failed on topic %s", hook, topic)
+
+
+def _chain(handler: Call, middleware: Sequence[ConsumeMiddleware]) -> Call:
+    call = handler
+    for step in reversed(middleware):
+
+        def link(event: Event, step: ConsumeMiddleware = step, rest: Call = call) -> Any:
+            return step(event, rest)
+
+        call = link
+    return call
+
+
+def _with_timeout(call: Call, timeout: float, topic: str) -> Call:
+    async def limited(event: Event) -> Any:
+        try:
+            async with asyncio.timeout(timeout):
+                return await call(event)
+        except TimeoutError as exc:
+            raise HandlerTimeout(f"handler for {topic!r} ran past {timeout}s") from exc
+
+    return limited
+
+
+class MessageHandling:
+    """Turns one Delivery into a handler call and an outcome (ack, retry later, dead letter)."""
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        group: str,
+        adapter: str,
+        handler: Call,
+        codec: Codec,
+        observer: Observer,
+        policy: FailurePolicy,
+        publish: Callable[[Event], Awaitable[None]],
+        ack: Callable[[Delivery], None],
+        retry_later: Callable[[Delivery, float], None],
+        report: Callable[[str, BaseException], None],
+        middleware: Sequence[ConsumeMiddleware] = (),
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self._adapter = adapter
+        self._decode = codec.decode
+        self._observer = observer
+        self._observed = type(observer) is not NoopObserver
+        self._policy = policy
+        self._publish = publish
+        self._ack = ack
+        self._retry_later = retry_later
+        self._report = report
+        call = _chain(handler, middleware)
+        timeout = policy.handler_timeout
+        self._call = call if timeout is None else _with_timeout(call, timeout, topic)
+
+    async def process(self, delivery: Delivery) -> None:
+        """Handle one message; every path ends in ack, retry_later or a dead letter."""
+        if delivery.unreadable is not None:
+            await self.dead_letter(delivery, None, DecodeError(delivery.unreadable))
+            return
+        try:
+            event = self._decode(delivery.data)
+        except DecodeError as exc:
+            await self.dead_letter(delivery, None, exc)
+            return
+        if delivery.dead_letter_due is not None:  # its dead-letter publish failed: only retry that
+            error, attempts = delivery.dead_letter_due
+            await self.dead_letter(delivery, event, error, attempts)
+            return
+        if self._policy.retry_budget_spent(delivery.count):
+            # Earlier deliveries used every attempt, and the consumer holding the last one died
+            # before dead-lettering it: dead-letter now instead of calling the handler again.
+            spent = RetriesExhausted(
+                f"all {delivery.count - 1} attempts failed in earlier deliveries"
+            )
+            await self.dead_letter(delivery, event, spent, delivery.count - 1)
+            return
+        event._received(
+            DeliveryInfo(
+                count=delivery.count,
+                group=self.group,
+                message_id=delivery.message_id,
+                partition=delivery.partition,
+                offset=delivery.offset,
+                first_failure_at=delivery.first_failure_at,
+            )
+        )
+        try:
+            if self._observed:
+                with self._observer.consuming(event, group=self.group, adapter=self._adapter):
+                    result = await self._call(event)
+            else:
+                result = await self._call(event)
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise  # close() is stopping this worker
+            await self._failed(delivery, event, exc)
+            return
+        if event.headers:
+            reply_to = event.headers.get(REPLY_TO_HEADER)
+            if reply_to is not None:
+                await self._reply(event, reply_to, result)
+        self._ack(delivery)
+
+    async def _failed(self, delivery: Delivery, event: Event, exc: BaseException) -> None:
+        delay = self._policy.retry_delay(exc, delivery.count)
+        if delay is None:
+            await self.dead_letter(delivery, event, exc)
+            return
+        self._retry_later(delivery, delay)
+        with observing("retried", self.topic):
+            self._observer.retried(
+                event,
+                group=self.group,
+                adapter=self._adapter,
+                attempt=delivery.count,
+                delay=delay,
+                error=exc,
+            )
+
+    async def dead_letter(
+        self,
+        delivery: Delivery,
+        event: Event | None,
+        error: BaseException,
+        attempts: int | None = None,
+    ) -> None:
+        """Publish a DLQEntry, and only then ack; if that publish fails, try again later
+        (publishing only, without calling the handler again)."""
+        attempts = delivery.count if attempts is None else attempts
+        dlq_topic = self._policy.dlq_topic_for(self.topic)
+        entry = DLQEntry.for_failure(
+            topic=self.topic,
+            group=self.group,
+            data=delivery.data,
+            error=error,
+            attempts=attempts,
+            first_failure_at=delivery.first_failure_at,
+            event=event,
+            key=delivery.key,
+        )
+        try:
+            await self._publish(entry.to_event(dlq_topic))
+        except Exception as exc:
+            self._report("dead-letter", exc)
+            delivery.dead_letter_due = (error, attempts)
+            self._retry_later(delivery, self._policy.backoff_delay(delivery.count))
+            return
+        self._ack(delivery)
+        with observing("dead_lettered", self.topic):
+            self._observer.dead_lettered(
+                self.topic,
+                group=self.group,
+                adapter=self._adapter,
+                dlq_topic=dlq_topic,
+                attempts=attempts,
+                error=error,
+                event=event,
+            )
+
+    async def _reply(self, event: Event, reply_to: str, result: Any) -> None:
+        correlation_id = event.metadata.correlation_id if event.metadata else None
+        reply = Event(reply_to, result, metadata=EventMetadata(correlation_id=correlation_id))
+        try:
+            await self._publish(reply)
+        except Exception as exc:  # the handler succeeded; the requester times out
+            self._report("reply", exc)
