@@ -1,10 +1,10 @@
 # `make demo` runs the end-to-end demo; `make test` runs the whole test suite.
-# Both create the virtualenv (.venv) themselves on a fresh machine.
+# Both create the virtualenv (.venv) themselves on a fresh machine. `make bench` runs the benchmarks.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint check benchmarks clean
+.PHONY: demo test lint check bench benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,15 @@ lint: $(VENV)/.dev
 
 check: test lint
 
-benchmarks: $(VENV)/.dev
-	$(BIN)/python benchmarks/run_all.py
+$(VENV)/.bench: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[all,dev,bench]"
+	touch $@ $(VENV)/.dev $(VENV)/.core
+
+# Every benchmark, ours against the raw clients, interleaved; see benchmarks/README.md.
+bench: $(VENV)/.bench
+	$(BIN)/python -m benchmarks
+
+benchmarks: bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
