@@ -45,7 +45,9 @@ class Settings:
     redis_url: str = ""
     kafka_bootstrap: str = ""
     memory_events: int
-    events: int  # Redis throughput rows
+    consume_events: int  # Redis consume rows and the hooks rows
+    batch_events: int  # publish_many rows
+    faststream_events: int  # FastStream consume (it is slow, see its module)
     publish_events: int  # awaited one-at-a-time and 32-task publish rows
     kafka_events: int
     latency_events: int

@@ -39,9 +39,10 @@ def comparisons(s: Settings) -> list[Comparison]:
             ours=lambda: ours_consume(
                 s,
                 prometheus,
+                s.consume_events,
                 observer=create_dotmac_observability_hooks(CollectorRegistry(), tracing=False),
             ),
-            baseline=lambda: ours_consume(s, prometheus),
+            baseline=lambda: ours_consume(s, prometheus, s.consume_events),
         ),
         Comparison(
             rows=(
@@ -53,7 +54,7 @@ def comparisons(s: Settings) -> list[Comparison]:
                     target=(">=", 0.9),
                 ),
             ),
-            ours=lambda: ours_consume(s, otel, observer=TracingObserver()),
-            baseline=lambda: ours_consume(s, otel),
+            ours=lambda: ours_consume(s, otel, s.consume_events, observer=TracingObserver()),
+            baseline=lambda: ours_consume(s, otel, s.consume_events),
         ),
     ]

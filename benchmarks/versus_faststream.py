@@ -4,7 +4,8 @@ FastStream comes from the ``bench`` extra only; without it these rows are left o
 runner says so. Both sides run with their defaults, FastStream's per-message logging off.
 
 * consume: a stream subscriber with a consumer group (``StreamSub(group=..., consumer=...)``,
-  defaults otherwise: one handler call at a time, an ``XACK`` per message), the stream
+  defaults otherwise: ``XREADGROUP`` without ``COUNT``, one handler call at a time, an ``XACK``
+  per message, the body validated against the handler's ``dict`` annotation), the stream
   pre-filled by FastStream's own publisher and the group created at ``0`` so it reads the
   backlog; timed from the first to the last handler call. Ours: the ``redis.consume_c1`` side.
 * publish: ``await broker.publish(payload, stream=...)`` one at a time against the
@@ -25,7 +26,7 @@ __all__ = ["comparisons"]
 
 
 async def faststream_consume(s: Settings, row: str) -> Sample:
-    n = s.events
+    n = s.faststream_events
     stream = fresh("faststream")
     broker = RedisBroker(s.redis_url, logger=None)
     tally = Tally(n)
@@ -79,7 +80,7 @@ def comparisons(s: Settings) -> list[Comparison]:
                     target=None,
                 ),
             ),
-            ours=lambda: ours_consume(s, consume),
+            ours=lambda: ours_consume(s, consume, s.faststream_events),
             baseline=lambda: faststream_consume(s, consume),
         ),
         Comparison(
