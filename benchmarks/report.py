@@ -84,13 +84,17 @@ def _commit() -> str:
     return head.strip() + (" + uncommitted changes under dotmac/" if dirty else "")
 
 
-def machine(redis_version: str, kafka_broker: str) -> dict[str, str]:
-    """Where the numbers were taken: they only mean something next to this."""
+def machine(redis_version: str, kafka_broker: str, load_at_start: float) -> dict[str, str]:
+    """Where the numbers were taken: they only mean something next to this.
+
+    The load average says whether other work shared the CPUs (it widens the ranges).
+    """
     packages = ("redis", "hiredis", "aiokafka", "orjson", "faststream")
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(),
         "cores": str(os.cpu_count()),
+        "load_average": f"{load_at_start:.2f} at start, {os.getloadavg()[0]:.2f} at end (1 min)",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "os": platform.platform(),
         "redis_server": redis_version,
@@ -146,27 +150,34 @@ def console_table(results: list[Result]) -> str:
 
 def markdown(results: list[Result], info: dict[str, str], repeat: int, chart: str | None) -> str:
     lines = [
-        f"Run {info['date']} on {info['cpu']}, {info['cores']} cores, {info['python']}, "
-        f"redis-server {info['redis_server']}, Kafka broker {info['kafka_broker']} "
-        f"({info['os']}; {info['packages']}; dotmac at {info['dotmac_commit']}).",
+        f"- date: {info['date']}, {info['seconds']} s for the whole run",
+        f"- machine: {info['cpu']}, {info['cores']} cores, load average {info['load_average']}",
+        f"- python: {info['python']} on {info['os']}",
+        f"- brokers: redis-server {info['redis_server']}; Kafka: {info['kafka_broker']}",
+        f"- clients: {info['packages']}",
+        f"- dotmac-events: commit {info['dotmac_commit']}",
         "",
-        f"Median of {repeat} interleaved repetitions, range in brackets. The ratio is ours / "
-        "baseline per repetition; for ev/s rows higher is better, for latency (ms) and memory "
-        "(B) rows lower is better.",
+        f"Median of {repeat} interleaved repetitions, range (min..max) in brackets. The ratio is "
+        "ours / baseline per repetition; for ev/s rows higher is better, for latency (ms) and "
+        "memory (B) rows lower is better.",
         "",
-        "| row | ours | baseline | baseline value | ratio | target | met |",
-        "|---|---|---|---|---|---|---|",
+    ]
+    if chart is not None:
+        lines += [f"![ratio ours/baseline per row, target marked]({chart})", ""]
+    lines += [
+        "| id | ours | measured | baseline | measured | ratio ours/baseline | target | met |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if not r.ok:
-            lines.append(f"| {r.row.path} | FAILED: {r.error} | {r.row.baseline} | | | | |")
+            lines.append(
+                f"| `{r.row.id}` | {r.row.path} | FAILED: {r.error} | {r.row.baseline} | | | | |"
+            )
             continue
         lines.append(
-            f"| {r.row.path} | {_cell(r.ours, r.row.unit)} | {r.row.baseline} | "
+            f"| `{r.row.id}` | {r.row.path} | {_cell(r.ours, r.row.unit)} | {r.row.baseline} | "
             f"{_cell(r.baseline, r.row.unit)} | {_ratio_cell(r)} | {_target(r.row)} | {_met(r)} |"
         )
-    if chart is not None:
-        lines += ["", f"![ratio ours/baseline per row, target marked]({chart})"]
     return "\n".join(lines) + "\n"
 
 
@@ -192,14 +203,16 @@ def write_json(path: Path, results: list[Result], extra: dict[str, Any]) -> None
     path.write_text(json.dumps({**extra, "rows": rows}, indent=2) + "\n")
 
 
-def write_markdown(out: Path, readme: Path | None, results: list[Result], **kw: Any) -> None:
+def write_markdown(
+    out: Path, readme: Path | None, results: list[Result], *, chart: bool, **kw: Any
+) -> None:
     """``out/latest.md``; and, given ``readme``, the same table between its result markers."""
-    (out / "latest.md").write_text(markdown(results, chart="ratios.png", **kw))
+    (out / "latest.md").write_text(markdown(results, chart="ratios.png" if chart else None, **kw))
     if readme is None:
         return
     text = readme.read_text()
     start, end = text.index(README_START), text.index(README_END)
-    block = markdown(results, chart=f"{out.name}/ratios.png", **kw)
+    block = markdown(results, chart=f"{out.name}/ratios.png" if chart else None, **kw)
     readme.write_text(f"{text[: start + len(README_START)]}\n{block}{text[end:]}")
 
 

@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     with brokers() as (redis_url, bootstrap, kafka_broker):
         settings = dataclasses.replace(settings, redis_url=redis_url, kafka_bootstrap=bootstrap)
         comparisons, omitted = collect(settings, args.only)
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         results, redis_version = asyncio.run(run(settings, comparisons))
     seconds = time.perf_counter() - started
 
-    info = machine(redis_version, kafka_broker)
+    info = {**machine(redis_version, kafka_broker, load_at_start), "seconds": f"{seconds:.0f}"}
     print(f"\n{console_table(results)}\n\n{len(results)} rows in {seconds:.0f}s")
     counts: dict[str, Any] = dataclasses.asdict(settings)
     del counts["redis_url"], counts["kafka_bootstrap"]
@@ -202,12 +203,16 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     full = not args.smoke and not args.only
+    chart = args.out / "ratios.png"
+    chart.unlink(missing_ok=True)  # never show a chart of another run beside this table
     if full:
         try:
-            write_chart(args.out / "ratios.png", results)
+            write_chart(chart, results)
         except ImportError:
             print("no chart: matplotlib is not installed (pip install -e '.[bench]')")
     readme = README if full and args.out.resolve() == RESULTS else None
-    write_markdown(args.out, readme, results, info=info, repeat=settings.repeat)
+    write_markdown(
+        args.out, readme, results, info=info, repeat=settings.repeat, chart=chart.exists()
+    )
     print(f"results in {args.out}/" + (" and benchmarks/README.md" if readme else ""))
     return 0 if all(r.ok for r in results) else 1
