@@ -6,6 +6,7 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 
 from dotmac.events import DeliveryInfo, Event, EventMetadata, InvalidEventError
@@ -124,7 +125,8 @@ def test_invalid_event_error_is_a_value_error() -> None:
 def test_equality_ignores_delivery_and_hash_is_by_id() -> None:
     event = Event("t", {"a": 1}, key="k")
     twin = Event("t", {"a": 1}, key="k", id=event.id, timestamp=event.timestamp)
-    twin._received(DeliveryInfo(count=3, group="g", message_id="m"))
+    twin._received(3, "g", "m", None, None, None)
+    assert twin.delivery == DeliveryInfo(count=3, group="g", message_id="m")
     assert twin.delivery_count == 3
     assert twin == event
     assert hash(twin) == hash(event) == hash(event.id)
@@ -163,3 +165,56 @@ def test_with_headers_keeps_identity_and_content() -> None:
 def test_with_headers_validates_the_new_headers() -> None:
     with pytest.raises(InvalidEventError):
         Event("t", None).with_headers({"a": 1})  # type: ignore[dict-item]
+
+
+def test_a_received_id_is_a_uuid_in_every_way_that_matters() -> None:
+    """Decoded ids are parsed only when read; they must still behave as the UUID they spell."""
+    import copy
+    import pickle
+
+    from dotmac.events import JsonCodec
+
+    original = Event("t", {"a": 1})
+    received = JsonCodec().decode(JsonCodec().encode(original)).id
+    assert isinstance(received, uuid.UUID)
+    assert received == original.id and original.id == received
+    assert hash(received) == hash(original.id) and {original.id: 1}[received] == 1
+    assert str(received) == str(original.id) and repr(received) == repr(original.id)
+    assert received.int == original.id.int and received.hex == original.id.hex
+    assert received.version == 4 and received.bytes == original.id.bytes
+    for twin in (
+        pickle.loads(pickle.dumps(received)),
+        copy.copy(received),
+        copy.deepcopy(received),
+    ):
+        assert twin == original.id and type(twin) is uuid.UUID
+    assert sorted([received, uuid.UUID(int=0)])[0] == uuid.UUID(int=0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "12345678-1234-1234-1234-12345678901g",
+        "12345678-1234-1234-1234-1234567890 1",
+        "12345678-1234-1234-1234-+23456789012",
+        "12345678_1234-1234-1234-123456789012",
+        "not a uuid",
+    ],
+)
+def test_a_received_id_that_is_no_uuid_is_a_decode_error(text: str) -> None:
+    from dotmac.events import DecodeError, JsonCodec
+
+    codec = JsonCodec()
+    envelope = orjson.loads(codec.encode(Event("t", 1)))
+    with pytest.raises(DecodeError, match="invalid field"):
+        codec.decode(orjson.dumps({**envelope, "id": text}))
+
+
+def test_an_uppercase_received_id_still_parses() -> None:
+    from dotmac.events import JsonCodec
+
+    codec = JsonCodec()
+    event = Event("t", 1)
+    envelope = orjson.loads(codec.encode(event))
+    decoded = codec.decode(orjson.dumps({**envelope, "id": str(event.id).upper()}))
+    assert decoded.id == event.id and str(decoded.id) == str(event.id)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from dotmac.events.codec import Codec
 from dotmac.events.dlq import DLQEntry
 from dotmac.events.errors import DecodeError, HandlerTimeout, RetriesExhausted
-from dotmac.events.event import DeliveryInfo, Event, EventMetadata
+from dotmac.events.event import Event, EventMetadata
 from dotmac.events.observability.observer import NoopObserver, Observer
 from dotmac.events.policy import FailurePolicy
 from dotmac.events.transport import Delivery
@@ -128,7 +128,7 @@ class MessageHandling:
             error, attempts = delivery.dead_letter_due
             await self.dead_letter(delivery, event, error, attempts)
             return
-        if self._policy.retry_budget_spent(delivery.count):
+        if delivery.count > 1 and self._policy.retry_budget_spent(delivery.count):
             # Earlier deliveries used every attempt, and the consumer holding the last one died
             # before dead-lettering it: dead-letter now instead of calling the handler again.
             spent = RetriesExhausted(
@@ -137,14 +137,12 @@ class MessageHandling:
             await self.dead_letter(delivery, event, spent, delivery.count - 1)
             return
         event._received(
-            DeliveryInfo(
-                count=delivery.count,
-                group=self.group,
-                message_id=delivery.message_id,
-                partition=delivery.partition,
-                offset=delivery.offset,
-                first_failure_at=delivery.first_failure_at,
-            )
+            delivery.count,
+            self.group,
+            delivery.message_id,
+            delivery.partition,
+            delivery.offset,
+            delivery.first_failure_at,
         )
         try:
             if self._observed:

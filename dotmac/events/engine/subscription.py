@@ -36,6 +36,7 @@ __all__ = ["ReceiverSubscription"]
 logger = logging.getLogger("dotmac.events")
 
 _FETCH_ERROR_BACKOFF = ExponentialBackoff(base_ms=50, max_ms=5_000)
+_ACK_FLUSH_DELAY = 0.005  # seconds a finished message may wait for a read to carry its ack
 
 
 class ReceiverSubscription(Subscription):
@@ -98,6 +99,7 @@ class ReceiverSubscription(Subscription):
         self._room = asyncio.Event()
         self._ack_ready = asyncio.Event()
         self._fetching = False
+        self._refill_due = False  # a worker yields once so the next read overlaps its work
         self._stopping = False
         self._closed = False
         self._close_task: asyncio.Task[None] | None = None
@@ -169,7 +171,9 @@ class ReceiverSubscription(Subscription):
         while True:
             await self._ack_ready.wait()
             self._ack_ready.clear()
-            await asyncio.sleep(0)  # give the fetch loop the first chance to piggyback them
+            # A read in flight usually returns within a round trip and carries these acks with
+            # the next one; only a read left waiting for messages needs a separate XACK.
+            await asyncio.sleep(_ACK_FLUSH_DELAY)
             if self._fetching and self._finished:
                 acks = self._take_finished()
                 try:
@@ -186,10 +190,14 @@ class ReceiverSubscription(Subscription):
         return acks
 
     def _settle(self) -> None:
-        """A message is done with here: count it out, and refill once half the room is free."""
+        """A message is done with here: count it out, and refill once half the room is free.
+
+        ``held`` only falls one at a time and the fetch loop waits only while it is above
+        ``refill_at``, so waking it when ``held`` reaches ``refill_at`` is enough."""
         self._held -= 1
-        if self._held <= self._refill_at:
+        if self._held == self._refill_at:
             self._room.set()
+            self._refill_due = True
 
     # --- handling ------------------------------------------------------------------------------
 
@@ -217,11 +225,19 @@ class ReceiverSubscription(Subscription):
                 self._retry_later(delivery, self._policy.backoff_delay(delivery.count))
             finally:
                 self._running[lane] = None
+            if self._refill_due:  # let the fetch task send its read while this lane works on
+                self._refill_due = False
+                await asyncio.sleep(0)
 
     def _ack(self, delivery: Delivery) -> None:
-        self._finished.append(delivery)
-        self._ack_ready.set()
-        self._settle()
+        finished = self._finished
+        finished.append(delivery)
+        if len(finished) == 1:  # the flush task needs waking once per batch, not per message
+            self._ack_ready.set()
+        self._held -= 1
+        if self._held == self._refill_at:  # as in _settle, inlined: once per message
+            self._room.set()
+            self._refill_due = True
 
     def _retry_later(self, delivery: Delivery, delay: float) -> None:
         if delivery.first_failure_at is None:

@@ -267,7 +267,24 @@ class RedisReceiver:
             self.group, self.consumer, {self.stream: ">"}, count=max_count, block=self._block_ms
         )
         replies = await pipe.execute()
-        return [self._deliver(i, f, 1) for i, f in _stream_entries(replies[-1])]
+        return self._fresh(_stream_entries(replies[-1]))
+
+    def _fresh(self, entries: list[tuple[Any, Mapping[Any, Any]]]) -> list[Delivery]:
+        """Deliveries of first reads (count 1): the hot path, one entry at a time."""
+        held, now, deliveries = self._held, time.monotonic(), []
+        for entry_id, fields in entries:
+            message_id = entry_id.decode() if type(entry_id) is bytes else str(entry_id)
+            held[message_id] = now
+            data = fields.get(b"data")
+            key = fields.get(b"key")
+            if type(data) is bytes and key is None:  # ours, without a key
+                deliveries.append(Delivery(data, 1, message_id))
+            elif type(data) is bytes and type(key) is bytes and key.isascii():  # ours, keyed
+                deliveries.append(Delivery(data, 1, message_id, key.decode()))
+            else:
+                data, key, problem = _read_entry(fields)
+                deliveries.append(Delivery(data, 1, message_id, key, unreadable=problem))
+        return deliveries
 
     async def _read_own_pending(self, max_count: int, ack_ids: list[str]) -> list[Delivery]:
         """Entries this consumer name held before (a restart): reading them raises their count."""
