@@ -5,6 +5,10 @@ delivery count. So retries survive a crash: a message redelivered to another pro
 consumer died continues its budget instead of starting from zero. ``max_retries=N`` allows at
 most N + 1 handler calls; after the last failure a :class:`~dotmac.events.dlq.DLQEntry` is
 published to the dead-letter topic, and only once that publish succeeded is the message acked.
+
+This module holds the options; the loop that applies them is the engine's
+(:mod:`dotmac.events.engine.subscription` for the flow, :mod:`dotmac.events.engine.handling`
+for one message).
 """
 
 from __future__ import annotations

@@ -37,15 +37,16 @@ async def test_close_at_capacity_does_not_wait_out_its_timeout() -> None:
 
     options = ConsumerOptions(backoff_base_ms=60_000, backoff_max_delay_ms=60_000, jitter=False)
     subscription = await run_consumer(bus, "t", fail, options, group="g")
-    for i in range(12):  # more than the subscription's capacity (10)
+    capacity = bus._prefetch(1)
+    for i in range(capacity + 2):  # more than the subscription's capacity
         await bus.publish(Event("t", {"i": i}))
-    await wait_until(lambda: calls == 10, 2.0, "the first ten to fail")
+    await wait_until(lambda: calls == capacity, 2.0, "the first ones, up to capacity, to fail")
     loop = asyncio.get_running_loop()
     started = loop.time()
     await subscription.close(timeout=3.0)
     assert loop.time() - started < 1.0
     stats = await bus.stats("t", "g")
-    assert stats.lag == 12  # all given back, none acked
+    assert stats.lag == capacity + 2  # all given back, none acked
     await bus.close()
 
 
@@ -163,12 +164,13 @@ async def test_close_cancelling_a_fetch_still_acks_what_it_carried() -> None:
         await gate.wait()
         handled += 1
 
-    subscription = await bus.subscribe("t", handler, group="g")  # capacity 10
-    for i in range(10):
+    subscription = await bus.subscribe("t", handler, group="g")
+    capacity = bus._prefetch(1)
+    for i in range(capacity):
         await bus.publish(Event("t", {"i": i}))
-    await asyncio.sleep(0.05)  # all ten held: the fetch loop waits for room
-    gate.set()  # the first ack frees room and rides on the next fetch, which hangs
-    await wait_until(lambda: handled == 10, 2.0, "all ten handled")
+    await asyncio.sleep(0.05)  # all held: the fetch loop waits for room
+    gate.set()  # acks free room and ride on the next fetch, which hangs
+    await wait_until(lambda: handled == capacity, 2.0, "all handled")
     await subscription.close(timeout=0.3)
     stats = await bus.stats("t", "g")
     assert (stats.lag, stats.pending) == (0, 0)

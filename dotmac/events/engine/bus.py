@@ -79,7 +79,7 @@ class TransportBus(EventBus):
 
     def _prefetch(self, concurrency: int) -> int:
         """How many messages a subscription may hold at once (fetched but not acked)."""
-        return max(10, 2 * concurrency)
+        return max(100, 2 * concurrency)
 
     # --- the contract ------------------------------------------------------------------------
 
