@@ -154,16 +154,14 @@ class ReceiverSubscription(Subscription):
             self._lanes[0].extend(batch)
             self._wakes[0].set()
             return
-        lanes, shared, count = self._lanes, self._shared, self.concurrency
+        lanes, shared, count, crc32 = self._lanes, self._shared, self.concurrency, zlib.crc32
         for delivery in batch:
             if delivery.key is None:  # no key, no order to keep
                 shared.append(delivery)
             else:
-                lane = zlib.crc32(delivery.key.encode()) % count
-                lanes[lane].append(delivery)
-                self._wakes[lane].set()
-        if shared:
-            for lane in self._idle:
+                lanes[crc32(delivery.key.encode()) % count].append(delivery)
+        for lane in self._idle:  # a busy worker finds its work when it looks next
+            if shared or lanes[lane]:
                 self._wakes[lane].set()
 
     async def _flush_loop(self) -> None:
