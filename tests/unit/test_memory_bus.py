@@ -1,4 +1,5 @@
-"""Memory bus specifics: sync construction, config checks, backpressure, history, request, close."""
+"""Memory bus specifics: sync construction, config checks, backpressure, history, request, close,
+and the broker underneath driven through its Receiver (floors, trimming, waking)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from dotmac.events import (
     create_memory_bus,
 )
 from dotmac.events.testing import wait_until
+from dotmac.events.transport import Receiver
 
 
 class Gate:
@@ -203,6 +205,193 @@ async def test_topic_without_groups_never_blocks_and_keeps_the_newest() -> None:
         await bus.subscribe("nobody", got.put, group="late")
         payloads = [(await asyncio.wait_for(got.get(), 5)).payload for _ in range(3)]
         assert payloads == [7, 8, 9]
+    finally:
+        await bus.close()
+
+
+async def _receiver(bus: MemoryBus, topic: str, group: str) -> Receiver:
+    """A bare consumer of ``group``: the test decides what it fetches, acks and releases."""
+    return await bus._open_receiver(topic, group, private=False, prefetch=100)
+
+
+async def test_waiting_publishers_get_freed_slots_one_each_in_arrival_order() -> None:
+    bus = create_memory_bus(MemoryConfig(max_queue_size=2, publish_timeout=10))
+    try:
+        receiver = await _receiver(bus, "fifo", "g")
+        await bus.publish_many([Event("fifo", "first"), Event("fifo", "second")])
+        waiting = []
+        for i in range(4):
+            waiting.append(asyncio.create_task(bus.publish(Event("fifo", i))))
+            await asyncio.sleep(0)  # each queues before the next starts
+        await asyncio.sleep(0.01)
+        assert not any(task.done() for task in waiting)
+        held = list(await receiver.fetch(10, []))
+        for freed in range(1, 5):
+            await receiver.ack([held.pop(0)])
+            await wait_until(lambda n=freed: sum(t.done() for t in waiting) == n, 5, "one in")
+            assert all(t.done() for t in waiting[:freed]), "a later publisher went first"
+            assert not any(t.done() for t in waiting[freed:]), "one slot let in two publishers"
+            held.extend(await receiver.fetch(10, []))
+        assert [e.payload for e in bus.history("fifo")] == [2, 3]
+    finally:
+        await bus.close()
+
+
+async def test_a_cancelled_publisher_hands_its_slot_to_the_next() -> None:
+    bus = create_memory_bus(MemoryConfig(max_queue_size=1, publish_timeout=10))
+    try:
+        receiver = await _receiver(bus, "pass", "g")
+        await bus.publish(Event("pass", "held"))
+        never_granted = asyncio.create_task(bus.publish(Event("pass", "a")))
+        granted_then_cancelled = asyncio.create_task(bus.publish(Event("pass", "b")))
+        last = asyncio.create_task(bus.publish(Event("pass", "c")))
+        await asyncio.sleep(0.01)
+        never_granted.cancel()
+        await asyncio.sleep(0.01)
+        await receiver.ack(await receiver.fetch(10, []))  # one slot: promised to "b"
+        granted_then_cancelled.cancel()  # before "b" ran to use it
+        await asyncio.wait_for(last, 5)
+        assert never_granted.cancelled() and granted_then_cancelled.cancelled()
+        assert [e.payload for e in bus.history("pass")] == ["c"]
+    finally:
+        await bus.close()
+
+
+async def test_a_publisher_that_timed_out_leaves_no_trace() -> None:
+    bus = create_memory_bus(MemoryConfig(max_queue_size=1, publish_timeout=0.05))
+    try:
+        receiver = await _receiver(bus, "gone", "g")
+        await bus.publish(Event("gone", 0))
+        results = await asyncio.gather(
+            *(bus.publish(Event("gone", i)) for i in (1, 2)), return_exceptions=True
+        )
+        assert all(isinstance(r, PublishError) for r in results)
+        await receiver.ack(await receiver.fetch(10, []))
+        await asyncio.wait_for(bus.publish(Event("gone", 3)), 1)  # no stale queue ahead of it
+        assert [e.payload for e in bus.history("gone")] == [3]
+    finally:
+        await bus.close()
+
+
+async def test_the_last_private_group_leaving_lets_publishers_in() -> None:
+    bus = create_memory_bus(MemoryConfig(max_queue_size=2, publish_timeout=10))
+    gate = Gate()
+    try:
+        subscription = await bus.subscribe("private", gate)
+        await bus.publish_many([Event("private", 0), Event("private", 1)])
+        blocked = asyncio.create_task(bus.publish(Event("private", 2)))
+        await wait_until(lambda: len(gate.seen) == 1, 5, "handler holding the first")
+        assert not blocked.done()
+        await subscription.close(timeout=0.05)
+        await asyncio.wait_for(blocked, 5)
+        assert [e.payload for e in bus.history("private")] == [1, 2]  # the newest two
+    finally:
+        await bus.close()
+
+
+# --- the floor: what is trimmed and what counts against max_queue_size -------------------------
+
+
+async def test_out_of_order_acks_trim_only_below_the_lowest_unacked() -> None:
+    bus = create_memory_bus(MemoryConfig(max_queue_size=5, publish_timeout=0.05))
+    try:
+        receiver = await _receiver(bus, "floor", "g")
+        await bus.publish_many([Event("floor", i) for i in range(5)])
+        batch = list(await receiver.fetch(10, []))
+        assert [d.offset for d in batch] == [0, 1, 2, 3, 4]
+        await receiver.ack(batch[1:4])
+        assert [e.payload for e in bus.history("floor")] == [0, 1, 2, 3, 4]
+        with pytest.raises(PublishError):  # offset 0 is unacked: still five held
+            await bus.publish(Event("floor", 5))
+        await receiver.ack(batch[1:2])  # acking twice is harmless
+        await receiver.ack(batch[:1])
+        assert [e.payload for e in bus.history("floor")] == [4]
+        await bus.publish(Event("floor", 5))
+        await receiver.ack([batch[4], *await receiver.fetch(10, [])])
+        assert bus.history("floor") == []
+        assert (await bus.stats("floor", "g")).pending == 0
+    finally:
+        await bus.close()
+
+
+async def test_the_slowest_group_holds_the_log() -> None:
+    bus = create_memory_bus()
+    try:
+        fast, slow = await _receiver(bus, "two", "fast"), await _receiver(bus, "two", "slow")
+        await bus.publish_many([Event("two", i) for i in range(4)])
+        await fast.ack(await fast.fetch(10, []))
+        assert len(bus.history("two")) == 4
+        slow_batch = list(await slow.fetch(10, []))
+        await slow.ack(slow_batch[:2])
+        assert [e.payload for e in bus.history("two")] == [2, 3]
+        await slow.ack(slow_batch[2:])
+        assert bus.history("two") == []
+        stats = await bus.stats("two", "slow")
+        assert (stats.length, stats.lag, stats.pending) == (0, 0, 0)
+    finally:
+        await bus.close()
+
+
+async def test_a_long_log_trims_and_keeps_offsets_straight() -> None:
+    bus = create_memory_bus(MemoryConfig(max_queue_size=50, publish_timeout=1))
+    try:
+        receiver = await _receiver(bus, "long", "g")
+        seen: list[int] = []
+        for start in range(0, 1000, 40):
+            await bus.publish_many([Event("long", i) for i in range(start, start + 40)])
+            batch = list(await receiver.fetch(30 if start % 80 else 50, []))
+            seen.extend(d.offset for d in batch if d.offset is not None)
+            await receiver.ack(batch[::-1])
+            held = [e.payload for e in bus.history("long")]
+            assert held == list(range(start + 40 - len(held), start + 40))
+        assert seen == list(range(1000))
+        assert bus.history("long") == []
+        for i in range(120):  # a topic nobody reads keeps the newest max_queue_size
+            await bus.publish(Event("nobody", i))
+        assert [e.payload for e in bus.history("nobody")] == list(range(70, 120))
+    finally:
+        await bus.close()
+
+
+# --- waking consumers --------------------------------------------------------------------------
+
+
+async def test_competing_receivers_each_message_once_and_release_wakes_the_other() -> None:
+    bus = create_memory_bus()
+    try:
+        a, b = await _receiver(bus, "c", "workers"), await _receiver(bus, "c", "workers")
+        fetches = [asyncio.create_task(r.fetch(10, [])) for r in (a, b)]
+        await asyncio.sleep(0.01)
+        await bus.publish(Event("c", 0))
+        done, pending = await asyncio.wait(fetches, timeout=5, return_when="FIRST_COMPLETED")
+        (first,) = done
+        (waiting,) = pending
+        holder = a if first is fetches[0] else b
+        assert [d.offset for d in first.result()] == [0]
+        await asyncio.sleep(0.01)
+        assert not waiting.done(), "the other receiver got a message already handed out"
+
+        await holder.release(first.result())  # the holder leaves: the sleeper takes it over
+        (again,) = await asyncio.wait_for(waiting, 5)
+        assert (again.offset, again.count) == (0, 2)
+        assert await holder.redeliver(first.result()[0]) is None
+    finally:
+        await bus.close()
+
+
+async def test_interrupt_ends_a_blocked_fetch() -> None:
+    bus = create_memory_bus()
+    try:
+        receiver = await _receiver(bus, "i", "g")
+        fetch = asyncio.create_task(receiver.fetch(10, []))
+        await asyncio.sleep(0.01)
+        receiver.interrupt()
+        assert await asyncio.wait_for(fetch, 5) == []
+        await receiver.close()
+        other = await _receiver(bus, "i", "g")
+        fetch = asyncio.create_task(other.fetch(10, []))
+        await bus.publish(Event("i", 1))
+        assert [d.count for d in await asyncio.wait_for(fetch, 5)] == [1]
     finally:
         await bus.close()
 
