@@ -9,6 +9,7 @@ consumers that still run an older release::
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -80,14 +81,18 @@ class JsonCodec:
             EncodeError: a payload value is not JSON-serialisable (the error names it), or the
                 schema validator rejected the payload.
         """
-        self._validate(event.topic, event.payload, EncodeError)
+        if self._validator is not None:
+            self._validate(event.topic, event.payload, EncodeError)
         meta = event.metadata
+        event_id = event.id
         envelope = {
             "v": ENVELOPE_VERSION,
-            "id": str(event.id),
+            # orjson writes a UUID and an aware datetime natively, in exactly the text of str()
+            # and isoformat(); a received id already holds its text.
+            "id": event_id if type(event_id) is uuid.UUID else str(event_id),
             "topic": event.topic,
             "key": event.key,
-            "ts": event.timestamp.isoformat(),
+            "ts": event.timestamp,
             "tenant_id": event.tenant_id,
             "headers": dict(event.headers),
             "meta": None if meta is None else {f: getattr(meta, f) for f in _META_FIELDS},

@@ -218,3 +218,29 @@ def test_an_uppercase_received_id_still_parses() -> None:
     envelope = orjson.loads(codec.encode(event))
     decoded = codec.decode(orjson.dumps({**envelope, "id": str(event.id).upper()}))
     assert decoded.id == event.id and str(decoded.id) == str(event.id)
+
+
+def test_default_ids_are_random_version_4_uuids() -> None:
+    ids = [Event("t", None).id for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        assert type(value) is uuid.UUID
+        assert (value.version, value.variant) == (4, uuid.RFC_4122)
+        assert uuid.UUID(str(value)) == value and value.is_safe == uuid.SafeUUID.unknown
+    bits = [sum((v.int >> b) & 1 for v in ids) / len(ids) for b in range(0, 48)]
+    assert all(0.4 < share < 0.6 for share in bits)  # the random part is random
+
+
+def test_the_envelope_spells_id_and_timestamp_as_str_and_isoformat_do() -> None:
+    from dotmac.events import JsonCodec
+
+    for moment in (
+        datetime(2026, 1, 2, 3, 4, 5, 600007, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=timezone(timedelta(hours=-5))),
+    ):
+        event = Event("t", 1, timestamp=moment)
+        envelope = orjson.loads(JsonCodec().encode(event))
+        assert envelope["id"] == str(event.id)
+        assert envelope["ts"] == event.timestamp.isoformat()
+        assert datetime.fromisoformat(envelope["ts"]) == moment
