@@ -4,8 +4,10 @@ Publishing: the value is the codec's bytes (the full envelope), the key is the e
 UTF-8 (aiokafka's default partitioner is murmur2, as in the Java client, so a key lands on the
 same partition either client would pick), and Kafka headers repeat the event's headers, its
 tenant and metadata so tools that never decode the value can route on them. ``publish`` returns
-after the broker acknowledged (``acks``); ``publish_many`` hands the whole batch to the
-producer, then waits for every acknowledgement.
+after the broker acknowledged (``acks``): the record joins the batch aiokafka is lingering on
+(``linger_ms``) and only its own delivery is awaited, so concurrent publishes share batches.
+``publish_many`` hands the whole batch to the producer as closed per-partition batches (sent
+without lingering: the batch is already formed), then waits for all their acknowledgements.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from dotmac.events.adapters.kafka.errors import is_retriable, kafka_errors, translate
 from dotmac.events.adapters.kafka.receiver import KafkaReceiver
@@ -36,6 +41,9 @@ __all__ = ["KafkaBus", "create_kafka_bus", "kafka_headers"]
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _TOPIC_EXISTS = 36
 _COMPRESSION_LIBS = {"gzip": has_gzip, "snappy": has_snappy, "lz4": has_lz4, "zstd": has_zstd}
+_PARTITIONER = DefaultPartitioner()  # the producer's own: producer_kwargs() sets no partitioner
+
+_Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
 
 
 def kafka_headers(event: Event) -> list[tuple[str, bytes]]:
@@ -170,25 +178,31 @@ class KafkaBus(TransportBus):
     # --- transport primitives ----------------------------------------------------------------
 
     async def _send(self, batch: Sequence[tuple[Event, bytes]]) -> None:
-        for topic in {event.topic for event, _ in batch}:
-            if not _TOPIC_NAME.match(topic):
-                raise PublishError(
-                    f"kafka: {topic!r} is not a valid topic name ([A-Za-z0-9._-]{{1,249}})"
-                )
-            try:
-                await self._ensure_topic(topic)
-            except TransportError as exc:
-                raise PublishError(str(exc)) from exc
-        producer = await self._get_producer()
+        producer = self._producer
+        if producer is None or any(event.topic not in self._topics for event, _ in batch):
+            producer = await self._ready_to_send(batch)
+        records = [
+            (
+                event.topic,
+                None if event.key is None else event.key.encode(),
+                data,
+                kafka_headers(event),
+            )
+            for event, data in batch
+        ]
         config = self.config
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.delivery_timeout_ms / 1000
-        pending = list(batch)
         resends = 0
         while True:
-            errors = await self._send_once(producer, pending)
+            if len(records) == 1:
+                errors = [await self._send_record(producer, records[0])]
+            else:
+                errors = await self._send_batches(producer, records)
             failed = [
-                (item, err) for item, err in zip(pending, errors, strict=True) if err is not None
+                (record, err)
+                for record, err in zip(records, errors, strict=True)
+                if err is not None
             ]
             if not failed:
                 return
@@ -203,34 +217,115 @@ class KafkaBus(TransportBus):
                     error, f"publish of {len(failed)} event(s)", publishing=True
                 ) from error
             resends += 1
-            pending = [item for item, _ in failed]
+            records = [record for record, _ in failed]
             await asyncio.sleep(backoff)
 
-    async def _send_once(
-        self, producer: AIOKafkaProducer, batch: Sequence[tuple[Event, bytes]]
-    ) -> list[BaseException | None]:
-        """Queue every record in order, then wait for all acks; one outcome per record."""
-        outcomes: list[Any] = []
-        for event, data in batch:
-            key = None if event.key is None else event.key.encode()
-            try:
-                outcomes.append(
-                    await producer.send(event.topic, data, key=key, headers=kafka_headers(event))
+    async def _ready_to_send(self, batch: Sequence[tuple[Event, bytes]]) -> AIOKafkaProducer:
+        """Check and create (or look up) the batch's topics, start the producer: once per
+        topic, so later publishes skip straight to the producer."""
+        for topic in {event.topic for event, _ in batch}:
+            if not _TOPIC_NAME.match(topic):
+                raise PublishError(
+                    f"kafka: {topic!r} is not a valid topic name ([A-Za-z0-9._-]{{1,249}})"
                 )
-            except Exception as exc:
-                outcomes.append(exc)
-        results: list[BaseException | None] = []
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                results.append(outcome)
-                continue
             try:
-                await outcome
-            except Exception as exc:
-                results.append(exc)
+                await self._ensure_topic(topic)
+            except TransportError as exc:
+                raise PublishError(str(exc)) from exc
+        return await self._get_producer()
+
+    @staticmethod
+    async def _send_record(producer: AIOKafkaProducer, record: _Record) -> BaseException | None:
+        """One record through ``send``: it joins the batch aiokafka is lingering on, and only
+        its own delivery is awaited."""
+        topic, key, value, headers = record
+        try:
+            delivery = await producer.send(topic, value, key=key, headers=headers)
+            await delivery
+        except Exception as exc:
+            return exc
+        return None
+
+    async def _send_batches(
+        self, producer: AIOKafkaProducer, records: Sequence[_Record]
+    ) -> list[BaseException | None]:
+        """Many records as closed batches, one chain per partition, in order: the batch is
+        already formed, so it goes out without waiting ``linger_ms`` (what Java's ``flush()``
+        does). Partitions are chosen as ``send`` would choose them (the same partitioner over
+        the same metadata), so a key lands where its single publishes land. Then every batch's
+        delivery is awaited at once. One outcome per record, in order."""
+        limit = self.config.max_request_size
+        outcomes: list[BaseException | None] = [None] * len(records)
+        chains: dict[tuple[str, int], list[Any]] = {}  # aiokafka BatchBuilders
+        placed: list[tuple[str, int, int] | None] = []
+        partitions: dict[str, tuple[list[int], list[int]]] = {}
+        by_key: dict[tuple[str, bytes], int] = {}
+        for i, (topic, key, value, headers) in enumerate(records):
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+            if size > limit:
+                outcomes[i] = MessageSizeTooLargeError(
+                    f"the record is {size} bytes, above max_request_size ({limit})"
+                )
+                placed.append(None)
+                continue
+            partition = by_key.get((topic, key)) if key is not None else None
+            if partition is None:
+                known = partitions.get(topic)
+                if known is None:
+                    try:
+                        known = partitions[topic] = await self._partitions(producer, topic)
+                    except Exception as exc:  # no metadata in time: retriable, like send()'s
+                        outcomes[i] = exc
+                        placed.append(None)
+                        continue
+                partition = _PARTITIONER(key, *known)
+                if key is not None:
+                    by_key[topic, key] = partition
+            chain = chains.setdefault((topic, partition), [])
+            last = chain[-1] if chain else None
+            if (
+                last is None
+                or last.append(key=key, value=value, timestamp=None, headers=headers) is None
+            ):
+                # no batch yet, or the last one is full: a new one takes the record
+                builder = producer.create_batch()
+                builder.append(key=key, value=value, timestamp=None, headers=headers)
+                chain.append(builder)
+            placed.append((topic, partition, len(chain) - 1))
+        deliveries: dict[tuple[str, int, int], Any] = {}
+        for (topic, partition), chain in chains.items():
+            for n, builder in enumerate(chain):
+                builder.close()
+                try:
+                    deliveries[topic, partition, n] = await producer.send_batch(
+                        builder, topic, partition=partition
+                    )
+                except Exception as exc:
+                    deliveries[topic, partition, n] = exc
+        waiting = [d for d in deliveries.values() if not isinstance(d, BaseException)]
+        if waiting:
+            await asyncio.wait(waiting)
+        for i, where in enumerate(placed):
+            if where is None:
+                continue
+            delivery = deliveries[where]
+            if isinstance(delivery, BaseException):
+                outcomes[i] = delivery
+            elif delivery.cancelled():
+                outcomes[i] = asyncio.CancelledError()
             else:
-                results.append(None)
-        return results
+                outcomes[i] = delivery.exception()
+        return outcomes
+
+    @staticmethod
+    async def _partitions(producer: AIOKafkaProducer, topic: str) -> tuple[list[int], list[int]]:
+        """(all, available) partitions of ``topic``, listed the way ``send`` lists them."""
+        cluster = producer.client.cluster
+        if cluster.partitions_for_topic(topic) is None:
+            await producer.partitions_for(topic)  # waits for the topic's metadata
+        every = list(cluster.partitions_for_topic(topic) or ())
+        available = list(cluster.available_partitions_for_topic(topic) or ())
+        return every, available
 
     async def _open_receiver(
         self, topic: str, group: str, *, private: bool, prefetch: int

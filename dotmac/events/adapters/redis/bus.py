@@ -9,7 +9,6 @@ Wire format (one stream entry per event, stream key ``key_prefix + topic``)::
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -21,7 +20,8 @@ from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from dotmac.events.adapters.redis.errors import is_connection_error, scrub, translate
+from dotmac.events.adapters.redis.errors import scrub, translate
+from dotmac.events.adapters.redis.publisher import RedisPublisher
 from dotmac.events.adapters.redis.receiver import RedisReceiver
 from dotmac.events.adapters.redis_config import RedisConfig, default_consumer_name
 from dotmac.events.backoff import ExponentialBackoff
@@ -114,6 +114,7 @@ class RedisStreamsBus(TransportBus):
             max_ms=self.config.reconnect_backoff_max_ms,
             jitter=True,
         )
+        self._publisher: RedisPublisher | None = None
         self.lost_to_trimming = 0
 
     @property
@@ -129,31 +130,18 @@ class RedisStreamsBus(TransportBus):
 
     # --- transport primitives --------------------------------------------------------------
 
+    def _get_publisher(self) -> RedisPublisher:
+        if self._publisher is None:
+            self._publisher = RedisPublisher(
+                self.client, self.config, backoff=self._publish_backoff
+            )
+        return self._publisher
+
     async def _send(self, batch: Sequence[tuple[Event, bytes]]) -> None:
-        """XADD every event in one pipeline; on a connection error retry the whole batch a
-        bounded number of times (entries that did arrive are then duplicated: at-least-once)."""
-        maxlen = self.config.max_stream_length
-        attempt = 0
-        while True:
-            pipe = self.client.pipeline(transaction=False)
-            for event, data in batch:
-                fields: dict[Any, Any] = {b"data": data}
-                if event.key is not None:
-                    fields[b"key"] = event.key
-                pipe.xadd(self.stream_key(event.topic), fields, maxlen=maxlen, approximate=True)
-            try:
-                await pipe.execute()
-                return
-            except Exception as exc:
-                attempt += 1
-                if not is_connection_error(exc) or attempt > self.config.publish_retries:
-                    raise translate(
-                        exc,
-                        doing=f"publish of {len(batch)} event(s) after {attempt} attempt(s)",
-                        secrets=self.config.secrets,
-                        publish=True,
-                    ) from exc
-                await asyncio.sleep(self._publish_backoff.delay(attempt))
+        """XADD every event; concurrent calls share one pipeline (see ``publisher.py``). On a
+        connection error the entries without a reply are resent a bounded number of times
+        (an entry whose reply was lost is then duplicated: at-least-once)."""
+        await (self._publisher or self._get_publisher()).send(batch)
 
     async def _open_receiver(
         self, topic: str, group: str, *, private: bool, prefetch: int
@@ -193,6 +181,12 @@ class RedisStreamsBus(TransportBus):
             raise translate(exc, doing=f"delete {stream}", secrets=self.config.secrets) from exc
 
     async def _close_transport(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            try:
+                await publisher.aclose()
+            except Exception as exc:
+                logger.warning("redis: releasing the publish connection failed: %r", exc)
         if self._owns_client and self._client is not None:
             try:
                 await self._client.aclose()
