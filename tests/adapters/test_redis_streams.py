@@ -217,7 +217,7 @@ async def test_restart_with_fixed_name_handles_own_pending_first(
 async def test_stats_report_backlog(
     redis_url: str, redis_prefix: str, raw: redis_asyncio.Redis
 ) -> None:
-    bus = create_redis_bus(fast_config(redis_url, redis_prefix))
+    bus = create_redis_bus(fast_config(redis_url, redis_prefix, prefetch_count=10))
     release = asyncio.Event()
 
     async def slow(event: Event) -> None:

@@ -101,7 +101,7 @@ class RedisConfig:
     key_prefix: str = ""
     max_stream_length: int | None = 100_000
     consumer_timeout: float = 5.0
-    prefetch_count: int = 10
+    prefetch_count: int = 200
     connection_timeout: float = 5.0
     max_connections: int = 50
     consumer_name: str | None = None

@@ -343,7 +343,7 @@ class KafkaBus(TransportBus):
         return receiver
 
     def _prefetch(self, concurrency: int) -> int:
-        return max(50, 4 * concurrency)
+        return max(500, 4 * concurrency)
 
     async def _drop_topic(self, topic: str) -> None:
         if self._topics.pop(topic, None) is None:
