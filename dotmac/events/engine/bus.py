@@ -109,6 +109,10 @@ class TransportBus(EventBus):
         self._check_open()
         if not events:
             return
+        if not self._observed:
+            encode = self.codec.encode
+            await self._send_translated([(event, encode(event)) for event in events])
+            return
         with contextlib.ExitStack() as stack:
             batch = []
             for event in events:
