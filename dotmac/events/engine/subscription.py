@@ -147,6 +147,8 @@ class ReceiverSubscription(Subscription):
             if batch:
                 self._held += len(batch)
                 self._dispatch(batch)
+                if self._idle:  # let idle workers start before the next read is sent (latency)
+                    await asyncio.sleep(0)
 
     def _dispatch(self, batch: Sequence[Delivery]) -> None:
         """Hand a batch to the lanes in one step and wake the workers that got work."""
