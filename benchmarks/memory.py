@@ -25,8 +25,8 @@ from dotmac.events import Event, JsonCodec, MemoryConfig, create_memory_bus
 
 __all__ = ["FIXED_OVERHEAD", "comparisons"]
 
-FIXED_OVERHEAD = 400
-"""Bytes per held event allowed on top of 1.5x its encoding (entry object, log slot, key)."""
+FIXED_OVERHEAD = 128
+"""Bytes per held event allowed on top of 1.5x its encoding (log slots, key, allocator rounding)."""
 
 QUEUE_SIZE = 10_000  # MemoryConfig().max_queue_size, so both sides apply the same back-pressure
 
