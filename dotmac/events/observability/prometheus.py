@@ -16,6 +16,13 @@ each tenant multiplies the series. Private groups (``subscribe`` without ``group
 request-reply inboxes get random names; they are reported as ``group="private"`` and
 ``topic="_inbox"`` so they do not create a new series per process.
 
+Publishes and handler calls are counted in plain per-label-set numbers (a dict lookup, a few
+additions, no lock) and turned into the counter and histogram families when the registry is
+scraped, so the names, labels, help texts and buckets read exactly as prometheus_client's own
+Counter and Histogram would (``_created`` is when the label set was first seen). Under
+prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) they go through its
+Counter and Histogram instead, so every worker's values reach the shared files.
+
 :class:`BacklogMonitor` exports what ``bus.stats()`` knows as gauges (see its docstring).
 """
 
@@ -23,17 +30,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
+from time import perf_counter
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client import metrics as _client_metrics
+    from prometheus_client import values as _client_values
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import Collector
+    from prometheus_client.samples import Sample
+    from prometheus_client.utils import floatToGoString
 except ImportError as exc:  # pragma: no cover - exercised in a venv without the extra
     raise ImportError(
         "prometheus_client is not installed; Prometheus metrics need it: "
@@ -43,7 +63,6 @@ except ImportError as exc:  # pragma: no cover - exercised in a venv without the
 from dotmac.events.bus import BacklogStats, EventBus
 from dotmac.events.errors import ConfigurationError
 from dotmac.events.event import Event
-from dotmac.events.observability.timing import Timed
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -92,10 +111,27 @@ METRIC_NAMES = (
 _NO_HEADERS: Mapping[str, str] = {}
 _PRIVATE_GROUP_LENGTH = len("private-") + 32
 _INBOX_PREFIX = "_inbox."
+_CACHE_LIMIT = 4096
+"""Raw (topic, group) names remembered per direction; private groups and inboxes have random
+names, so past this the cache starts over (the series themselves are kept)."""
 
-T = TypeVar("T")
-_Meter = Timed[T, Counter, Histogram, tuple[str, ...], Event]
-"""What publishing() and consuming() return: times the call, then PrometheusObserver._record."""
+# (family name, help, label names before "outcome") per direction; "outcome" and then
+# "tenant_id" (with tenant_label) follow.
+_PUBLISH = "publish"
+_CONSUME = "consume"
+_FAMILIES = {
+    _PUBLISH: (
+        ("events_published_total", "Events published, by outcome."),
+        ("event_publish_duration_seconds", "Time until the transport accepted a publish."),
+        ("topic", "adapter"),
+    ),
+    _CONSUME: (
+        ("events_consumed_total", "Handler calls, by outcome (each retry is a call)."),
+        ("event_consume_duration_seconds", "Handler call duration."),
+        ("topic", "adapter", "group"),
+    ),
+}
+_OUTCOMES = ("success", "error", "cancelled")
 
 
 def _topic_label(topic: str) -> str:
@@ -108,51 +144,219 @@ def _group_label(group: str) -> str:
     return group
 
 
+def _outcome(exc: BaseException | None) -> str:
+    if exc is None:
+        return "success"
+    return "error" if isinstance(exc, Exception) else "cancelled"
+
+
+def _bounds(buckets: tuple[float, ...]) -> tuple[float, ...]:
+    """The finite upper bounds, checked as prometheus_client's Histogram checks them."""
+    bounds = [float(b) for b in buckets]
+    if bounds != sorted(bounds):
+        raise ValueError("Buckets not in sorted order")
+    if bounds and bounds[-1] == float("inf"):
+        bounds.pop()
+    if not bounds:
+        raise ValueError("Must have at least two buckets")
+    return tuple(bounds)
+
+
+class _Series:
+    """The calls (publishes or handler calls) of one label set, as plain numbers: recording one
+    is a few integer and float additions, with no lock.
+
+    Writers are the event loops of the buses sharing the registry; a scrape reads from the HTTP
+    server's thread without stopping them. Both rely on the GIL: an ``+=`` on an int attribute or
+    list item is not interrupted between its load and its store, so counts stay exact with
+    buses on several threads, and a scrape may at most see a call in its outcome count and not
+    yet in its duration, which the next scrape settles. (On a free-threaded build without the
+    GIL, give each thread's bus its own registry.)
+    """
+
+    __slots__ = (
+        "bounds",
+        "buckets",
+        "cancelled",
+        "created",
+        "failed",
+        "idle",
+        "succeeded",
+        "total",
+    )
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        # A finished call object, handed to the next call instead of making a new one (the
+        # allocation was an eighth of the cost). Only a call that has exited is put here.
+        self.idle: Any = None
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)  # per bucket, not cumulative; the last is +Inf
+        self.total = 0.0
+        self.succeeded = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.created = time.time()
+
+    def record(self, elapsed: float, exc: BaseException | None) -> None:
+        self.buckets[bisect_left(self.bounds, elapsed)] += 1  # le: the first bound >= elapsed
+        self.total += elapsed
+        if exc is None:
+            self.succeeded += 1
+        elif isinstance(exc, Exception):
+            self.failed += 1
+        else:
+            self.cancelled += 1
+
+
+class _ClientSeries(_Series):
+    """The same calls recorded through prometheus_client's own metric objects. Used when it
+    runs in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), where every value has to reach its
+    shared files."""
+
+    __slots__ = ("_calls", "_duration", "_labels", "_outcomes", "_tenant")
+
+    def __init__(
+        self, calls: Counter, duration: Histogram, labels: tuple[str, ...], tenant: bool
+    ) -> None:
+        self.idle = None
+        self._calls = calls
+        self._labels = labels
+        self._tenant = tenant
+        self._duration = duration.labels(*labels)
+        self._outcomes: dict[str, Any] = {}
+
+    def record(self, elapsed: float, exc: BaseException | None) -> None:
+        self._duration.observe(elapsed)
+        outcome = _outcome(exc)
+        child = self._outcomes.get(outcome)
+        if child is None:
+            labels = self._labels
+            values = (*labels[:-1], outcome, labels[-1]) if self._tenant else (*labels, outcome)
+            child = self._outcomes[outcome] = self._calls.labels(*values)
+        child.inc()
+
+
+class _Call:
+    """Times one publish or handler call into its series, recording inline: this runs on every
+    message. Made without an ``__init__``, and reused: on exit it becomes its series' idle call,
+    which the next call on that series takes instead of allocating (a call in progress is never
+    idle, so concurrent calls on one series each hold their own object)."""
+
+    __slots__ = ("series", "start")
+    series: _Series
+    start: float
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        elapsed = perf_counter() - self.start
+        series = self.series  # _Series.record, inlined
+        series.buckets[bisect_left(series.bounds, elapsed)] += 1
+        series.total += elapsed
+        if exc is None:
+            series.succeeded += 1
+        elif isinstance(exc, Exception):
+            series.failed += 1
+        else:
+            series.cancelled += 1
+        series.idle = self
+
+
+class _Handling(_Call):
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        self.start = perf_counter()
+
+
+class _Publishing(_Call):
+    __slots__ = ()
+
+    def __enter__(self) -> Mapping[str, str]:
+        self.start = perf_counter()
+        return _NO_HEADERS
+
+
+class _ClientCall(_Call):
+    __slots__ = ()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        series = self.series
+        series.record(perf_counter() - self.start, exc)
+        series.idle = self
+
+
+class _ClientHandling(_ClientCall, _Handling):
+    __slots__ = ()
+
+
+class _ClientPublishing(_ClientCall, _Publishing):
+    __slots__ = ()
+
+
 class _Metrics:
-    """The metric objects of one registry, shared by every observer registered on it."""
+    """The metrics of one registry, shared by every observer registered on it.
+
+    Publishes and handler calls are kept as :class:`_Series` and turned into the counter and
+    histogram families at scrape time by :class:`_CallsCollector`: prometheus_client's own
+    ``inc()`` and ``observe()`` take a lock each and walk the buckets in Python, which on a fast
+    consumer cost more than handling the message. Retries, dead letters and errors are rare and
+    use prometheus_client's Counter.
+    """
 
     def __init__(
         self, registry: CollectorRegistry, tenant_label: bool, buckets: tuple[float, ...]
     ) -> None:
         self.tenant_label = tenant_label
         self.buckets = buckets
-        extra = ("tenant_id",) if tenant_label else ()
-        self.published = Counter(
-            "events_published_total",
-            "Events published, by outcome.",
-            ("topic", "adapter", "outcome", *extra),
-            registry=registry,
-        )
-        self.publish_duration = Histogram(
-            "event_publish_duration_seconds",
-            "Time until the transport accepted a publish.",
-            ("topic", "adapter", *extra),
-            buckets=buckets,
-            registry=registry,
-        )
-        self.consumed = Counter(
-            "events_consumed_total",
-            "Handler calls, by outcome (each retry is a call).",
-            ("topic", "adapter", "group", "outcome", *extra),
-            registry=registry,
-        )
-        self.consume_duration = Histogram(
-            "event_consume_duration_seconds",
-            "Handler call duration.",
-            ("topic", "adapter", "group", *extra),
-            buckets=buckets,
-            registry=registry,
-        )
+        self.bounds = _bounds(buckets)
+        le: list[str] = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
+        self._le = [*le, "+Inf"]
+        self._extra = ("tenant_id",) if tenant_label else ()
+        self.caches: dict[str, dict[tuple[Any, ...], _Series]] = {
+            _PUBLISH: {},
+            _CONSUME: {},
+        }
+        self._lock = threading.Lock()  # guards _series against a scrape while a series is added
+        self._series: dict[tuple[str, tuple[str, ...]], _Series] = {}
+        self._client: dict[str, tuple[Counter, Histogram]] = {}
+        self.handling: type[_Handling] = _Handling
+        self.publishing: type[_Publishing] = _Publishing
+        if _client_values.ValueClass is _client_values.MutexValue:
+            registry.register(_CallsCollector(self))
+        else:  # multiprocess mode: values must go through prometheus_client's value files
+            self.handling, self.publishing = _ClientHandling, _ClientPublishing
+            for kind, ((calls, calls_help), (duration, duration_help), labels) in _FAMILIES.items():
+                self._client[kind] = (
+                    Counter(
+                        calls, calls_help, (*labels, "outcome", *self._extra), registry=registry
+                    ),
+                    Histogram(
+                        duration,
+                        duration_help,
+                        (*labels, *self._extra),
+                        buckets=buckets,
+                        registry=registry,
+                    ),
+                )
         self.retried = Counter(
             "events_retried_total",
             "Failed deliveries scheduled for another attempt.",
-            ("topic", "adapter", "group", *extra),
+            ("topic", "adapter", "group", *self._extra),
             registry=registry,
         )
         self.dlq = Counter(
             "events_dlq_total",
             "Messages published to a dead-letter topic (by original topic).",
-            ("topic", "adapter", "group", *extra),
+            ("topic", "adapter", "group", *self._extra),
             registry=registry,
         )
         self.errors = Counter(
@@ -163,13 +367,80 @@ class _Metrics:
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
-    def child(self, metric: Counter | Histogram, labels: tuple[str, ...]) -> Any:
+    def child(self, metric: Counter, labels: tuple[str, ...]) -> Any:
         """``metric.labels(*labels)``, cached: the label lookup is the costly part."""
         key = (id(metric), labels)
         found = self._children.get(key)
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def series(self, kind: str, key: tuple[Any, ...], labels: tuple[str, ...]) -> _Series:
+        """The series for ``labels``, remembered under the raw names in ``key``."""
+        with self._lock:
+            found = self._series.get((kind, labels))
+            if found is None:
+                if self._client:
+                    calls, duration = self._client[kind]
+                    found = _ClientSeries(calls, duration, labels, self.tenant_label)
+                else:
+                    found = _Series(self.bounds)
+                self._series[(kind, labels)] = found
+        cache = self.caches[kind]
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = found
+        return found
+
+    def families(self) -> list[Metric]:
+        """The four call families, built from the series at this moment."""
+        with self._lock:
+            snapshot = list(self._series.items())
+        created = _client_metrics._use_created
+        out: dict[str, tuple[CounterMetricFamily, HistogramMetricFamily]] = {}
+        for kind, ((calls, calls_help), (duration, duration_help), names) in _FAMILIES.items():
+            out[kind] = (
+                CounterMetricFamily(calls, calls_help, labels=(*names, "outcome", *self._extra)),
+                HistogramMetricFamily(duration, duration_help, labels=(*names, *self._extra)),
+            )
+        tenant = self.tenant_label
+        for (kind, labels), series in snapshot:
+            if isinstance(series, _ClientSeries):
+                continue
+            counter, histogram = out[kind]
+            counts = (series.succeeded, series.failed, series.cancelled)
+            buckets = series.buckets.copy()
+            total = series.total
+            since = series.created
+            for outcome, count in zip(_OUTCOMES, counts, strict=True):
+                if count:
+                    values = (*labels[:-1], outcome, labels[-1]) if tenant else (*labels, outcome)
+                    counter.add_metric(values, float(count), since if created else None)
+            cumulative = [
+                (le, float(n)) for le, n in zip(self._le, accumulate(buckets), strict=True)
+            ]
+            histogram.add_metric(labels, cumulative, total)
+            if created:
+                histogram.samples.append(
+                    Sample(
+                        f"{histogram.name}_created",
+                        dict(zip((*_FAMILIES[kind][2], *self._extra), labels, strict=True)),
+                        since,
+                    )
+                )
+        return [family for pair in out.values() for family in pair]
+
+
+class _CallsCollector(Collector):
+    def __init__(self, metrics: _Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        # Declared so the registry checks our names for clashes when we register.
+        return self._metrics.families()
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._metrics.families()
 
 
 _REGISTRIES: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
@@ -219,16 +490,48 @@ class PrometheusObserver:
         self.registry = registry
         self.tenant_label = bool(tenant_label)
         self._m = _metrics_for(registry, self.tenant_label, tuple(buckets))
+        self._publish_cache = self._m.caches[_PUBLISH]
+        self._consume_cache = self._m.caches[_CONSUME]
+        self._publishing = self._m.publishing
+        self._handling = self._m.handling
 
-    def publishing(self, event: Event, *, adapter: str) -> _Meter[Mapping[str, str]]:
-        m = self._m
-        labels = (_topic_label(event.topic), adapter)
-        return Timed(self._record, _NO_HEADERS, m.published, m.publish_duration, labels, event)
+    def publishing(self, event: Event, *, adapter: str) -> _Publishing:
+        if self.tenant_label:
+            key: tuple[Any, ...] = (event.topic, adapter, event.tenant_id)
+        else:
+            key = (event.topic, adapter)
+        series = self._publish_cache.get(key)
+        if series is None:
+            labels: tuple[str, ...] = (_topic_label(event.topic), adapter)
+            if self.tenant_label:
+                labels += (event.tenant_id or "",)
+            series = self._m.series(_PUBLISH, key, labels)
+        call = series.idle
+        if call is None:
+            call = self._publishing()
+            call.series = series
+        else:
+            series.idle = None
+        return call  # type: ignore[no-any-return]
 
-    def consuming(self, event: Event, *, group: str, adapter: str) -> _Meter[None]:
-        m = self._m
-        labels = (_topic_label(event.topic), adapter, _group_label(group))
-        return Timed(self._record, None, m.consumed, m.consume_duration, labels, event)
+    def consuming(self, event: Event, *, group: str, adapter: str) -> _Handling:
+        if self.tenant_label:
+            key: tuple[Any, ...] = (event.topic, adapter, group, event.tenant_id)
+        else:
+            key = (event.topic, adapter, group)
+        series = self._consume_cache.get(key)
+        if series is None:
+            labels: tuple[str, ...] = (_topic_label(event.topic), adapter, _group_label(group))
+            if self.tenant_label:
+                labels += (event.tenant_id or "",)
+            series = self._m.series(_CONSUME, key, labels)
+        call = series.idle
+        if call is None:
+            call = self._handling()
+            call.series = series
+        else:
+            series.idle = None
+        return call  # type: ignore[no-any-return]
 
     def _count(
         self, counter: Counter, topic: str, adapter: str, group: str, event: Event | None
@@ -238,25 +541,6 @@ class PrometheusObserver:
         if m.tenant_label:
             labels += ((event.tenant_id if event else None) or "",)
         m.child(counter, labels).inc()
-
-    def _record(
-        self,
-        elapsed: float,
-        exc: BaseException | None,
-        calls: Counter,
-        duration: Histogram,
-        labels: tuple[str, ...],
-        event: Event,
-    ) -> None:
-        """Counts one publish or handler call by outcome and observes how long it took."""
-        m = self._m
-        if m.tenant_label:
-            tenant = event.tenant_id or ""
-            m.child(calls, (*labels, _outcome(exc), tenant)).inc()
-            m.child(duration, (*labels, tenant)).observe(elapsed)
-        else:
-            m.child(calls, (*labels, _outcome(exc))).inc()
-            m.child(duration, labels).observe(elapsed)
 
     def retried(
         self,
@@ -286,12 +570,6 @@ class PrometheusObserver:
     def error(self, topic: str, *, adapter: str, where: str, error: BaseException) -> None:
         m = self._m
         m.child(m.errors, (_topic_label(topic), adapter, where)).inc()
-
-
-def _outcome(exc: BaseException | None) -> str:
-    if exc is None:
-        return "success"
-    return "error" if isinstance(exc, Exception) else "cancelled"
 
 
 # --- backlog gauges ------------------------------------------------------------------------------
