@@ -14,21 +14,37 @@ where the transport has them, ``messaging.destination.partition.id``, ``messagin
 and ``messaging.kafka.message.key``. A failed handler call sets ERROR status and records the
 exception; it then ends with a ``retry`` event (attempt, delay) or a ``dead_letter`` event
 (dlq topic, attempts).
+
+Without an SDK (no ``tracer_provider`` given and no global provider set: the API alone), spans
+would be non-recording, made and dropped on every message for nothing. Then only context is
+carried: a handler call whose event holds trace headers (the propagator's ``fields``) runs in
+the context extracted from them, and a publish made while a context is current gets it
+injected, so a downstream service with an SDK still sees the upstream trace. Calls with
+nothing to carry cost a check. Once an SDK provider is set, spans are made as above.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import trace
     from opentelemetry.propagate import get_global_textmap
     from opentelemetry.propagators.textmap import TextMapPropagator
-    from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+    from opentelemetry.trace import (
+        NoOpTracer,
+        ProxyTracer,
+        Span,
+        SpanKind,
+        Status,
+        StatusCode,
+        TracerProvider,
+    )
 except ImportError as exc:  # pragma: no cover - exercised in a venv without the extra
     raise ImportError(
         'opentelemetry-api is not installed; tracing needs it: pip install "dotmac-events[otel]"'
@@ -41,6 +57,38 @@ __all__ = ["TracingObserver"]
 
 _SCOPE = "dotmac.events"
 _MAX_OPEN_FAILURES = 10_000
+# The API keeps the global provider here (None until one is set); a ProxyTracer follows it.
+# Read on every call so an SDK installed later takes effect; if a future API moves it, never
+# assume "no SDK".
+_GLOBAL_PROVIDER_SLOT = "_TRACER_PROVIDER"
+_CAN_SEE_GLOBAL_PROVIDER = hasattr(trace, _GLOBAL_PROVIDER_SLOT)
+_NO_HEADERS: Mapping[str, str] = {}
+
+T = TypeVar("T")
+
+
+class _Nothing(Generic[T]):
+    """A context manager that does nothing, shared by every call that has nothing to carry."""
+
+    __slots__ = ("_entered",)
+
+    def __init__(self, entered: T) -> None:
+        self._entered = entered
+
+    def __enter__(self) -> T:
+        return self._entered
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+_NOTHING_TO_PUBLISH: _Nothing[Mapping[str, str]] = _Nothing(_NO_HEADERS)
+_NOTHING_TO_CONSUME: _Nothing[None] = _Nothing(None)
 
 
 def _error_type(error: BaseException) -> str:
@@ -97,6 +145,11 @@ class TracingObserver:
 
         self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
         self._propagator = propagator
+        # No SDK: a NoOpTracer always, a ProxyTracer while no global provider is set.
+        self._noop = isinstance(self.tracer, NoOpTracer)
+        self._proxied = isinstance(self.tracer, ProxyTracer) and _CAN_SEE_GLOBAL_PROVIDER
+        self._fields_of: TextMapPropagator | None = None
+        self._fields: frozenset[str] = frozenset()
         # Spans of failed handler calls, kept open until retried()/dead_lettered() says what
         # happened next. Bounded: past the limit the oldest are ended as they are.
         self._failed: OrderedDict[tuple[object, str], Span] = OrderedDict()
@@ -104,10 +157,37 @@ class TracingObserver:
     def _textmap(self) -> TextMapPropagator:
         return self._propagator or get_global_textmap()
 
-    def publishing(self, event: Event, *, adapter: str) -> _ProducerSpan:
+    def _inert(self) -> bool:
+        """No SDK: spans would be non-recording."""
+        return self._noop or (self._proxied and getattr(trace, _GLOBAL_PROVIDER_SLOT) is None)
+
+    def _carries_context(self, headers: Mapping[str, str]) -> bool:
+        """Whether ``headers`` hold a field the propagator reads (trace context, baggage)."""
+        textmap = self._textmap()
+        if textmap is not self._fields_of:  # a composite builds its field set on every read
+            self._fields = frozenset(textmap.fields)
+            self._fields_of = textmap
+        return not self._fields.isdisjoint(headers)
+
+    def publishing(
+        self, event: Event, *, adapter: str
+    ) -> _ProducerSpan | contextlib.AbstractContextManager[Mapping[str, str]]:
+        if self._noop or (self._proxied and getattr(trace, _GLOBAL_PROVIDER_SLOT) is None):
+            if not otel_context.get_current():  # no span, no baggage: nothing to inject
+                return _NOTHING_TO_PUBLISH
+            headers: dict[str, str] = {}
+            self._textmap().inject(headers)
+            return _Nothing(headers)
         return _ProducerSpan(self, event, adapter)
 
-    def consuming(self, event: Event, *, group: str, adapter: str) -> _ConsumerSpan:
+    def consuming(
+        self, event: Event, *, group: str, adapter: str
+    ) -> _ConsumerSpan | _ContextOnly | _Nothing[None]:
+        if self._noop or (self._proxied and getattr(trace, _GLOBAL_PROVIDER_SLOT) is None):
+            headers = event.headers  # (self._inert(), inlined: this runs on every message)
+            if not headers or not self._carries_context(headers):
+                return _NOTHING_TO_CONSUME
+            return _ContextOnly(self, headers)
         return _ConsumerSpan(self, event, group, adapter)
 
     def retried(
@@ -120,7 +200,7 @@ class TracingObserver:
         delay: float,
         error: BaseException,
     ) -> None:
-        span = self._failed.pop((event.id, group), None)
+        span = self._failed.pop((event.id, group), None) if self._failed else None
         if span is not None:
             span.add_event(
                 "retry",
@@ -143,8 +223,14 @@ class TracingObserver:
             "messaging.dlq.destination.name": dlq_topic,
             "messaging.dlq.attempts": attempts,
         }
-        span = self._failed.pop((event.id, group), None) if event is not None else None
+        span = (
+            self._failed.pop((event.id, group), None)
+            if event is not None and self._failed
+            else None
+        )
         if span is None:  # undecodable: no producer context to continue, record it on its own
+            if self._inert():
+                return
             span = self.tracer.start_span(
                 f"process {topic}",
                 kind=SpanKind.CONSUMER,
@@ -232,7 +318,8 @@ class _ConsumerSpan:
     def __enter__(self) -> None:
         event = self._event
         observer = self._observer
-        observer._close_stale((event.id, self._group))
+        if observer._failed:  # (event.id is parsed only if a failed span may be waiting)
+            observer._close_stale((event.id, self._group))
         parent = observer._textmap().extract(event.headers)
         attributes = _attributes(event, self._adapter, "process")
         attributes["messaging.consumer.group.name"] = self._group
@@ -269,3 +356,26 @@ class _ConsumerSpan:
         else:
             _set_failed(span, exc)
             self._observer._keep_failed((self._event.id, self._group), span)
+
+
+class _ContextOnly:
+    """No SDK, trace headers on the event: the handler runs in the context they carry (what a
+    non-recording consumer span would give it), without making the span."""
+
+    __slots__ = ("_headers", "_observer", "_token")
+
+    def __init__(self, observer: TracingObserver, headers: Mapping[str, str]) -> None:
+        self._observer = observer
+        self._headers = headers
+        self._token: object = None
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(self._observer._textmap().extract(self._headers))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
