@@ -174,11 +174,11 @@ def test_created_series_follow_prometheus_client_setting(clock: FakeClock) -> No
         }
 
     assert created() == {"events_consumed_created", "event_consume_duration_seconds_created"}
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
         assert created() == set()
     finally:
-        enable_created_metrics()
+        enable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 def test_the_raw_name_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from types import TracebackType
 from typing import Any, TypeVar
 
 from dotmac.events.errors import ConfigurationError
@@ -125,13 +126,17 @@ class _Topic:
         "consumed",
         "dead_lettered",
         "failed",
+        "idle",
         "publish",
         "publish_errors",
         "published",
         "retried",
+        "window",
     )
 
-    def __init__(self, samples: int) -> None:
+    def __init__(self, samples: int, window: float) -> None:
+        self.window = window
+        self.idle: _Handling | None = None  # a finished call, reused by the next one
         self.published = 0
         self.publish_errors = 0
         self.consumed = 0
@@ -144,13 +149,51 @@ class _Topic:
 
 
 class _Timer(Timed[T, _Topic]):
-    """Timed on this module's clock, the one throughput reads too."""
+    """Timed on this module's clock (``time.perf_counter``, which throughput reads too)."""
 
     __slots__ = ()
 
     @staticmethod
     def clock() -> float:
         return time.perf_counter()
+
+
+class _Handling:
+    """Times one handler call into its topic. Made without an ``__init__`` and, once exited,
+    reused by the topic's next call (a call in progress is never reused): this runs on every
+    message. One clock reading on exit gives both the duration and the throughput second."""
+
+    __slots__ = ("start", "topic")
+    start: float
+    topic: _Topic
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        now = time.perf_counter()
+        topic = self.topic
+        topic.idle = self
+        if exc is not None and not isinstance(exc, Exception):
+            return  # cancelled by close: the message goes back unacked, not a handler outcome
+        topic.consume.add(now - self.start)
+        if exc is None:
+            topic.consumed += 1
+        else:
+            topic.failed += 1
+        second = int(now)
+        buckets = topic.buckets
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += 1
+        else:
+            buckets.append([second, 1])
+            while buckets[0][0] <= second - topic.window:
+                buckets.popleft()
 
 
 def _published(elapsed: float, exc: BaseException | None, topic: _Topic) -> None:
@@ -176,12 +219,12 @@ class MetricsCollector:
         self.window = window
         self._topics: dict[str, _Topic] = {}
         self._errors = 0
-        self._started = time.monotonic()
+        self._started = time.perf_counter()
 
     def _topic(self, name: str) -> _Topic:
         topic = self._topics.get(name)
         if topic is None:
-            topic = self._topics[name] = _Topic(self.max_samples)
+            topic = self._topics[name] = _Topic(self.max_samples, self.window)
         return topic
 
     # --- Observer ------------------------------------------------------------------------------
@@ -189,8 +232,17 @@ class MetricsCollector:
     def publishing(self, event: Event, *, adapter: str) -> _Timer[Mapping[str, str]]:
         return _Timer(_published, _NO_HEADERS, self._topic(event.topic))
 
-    def consuming(self, event: Event, *, group: str, adapter: str) -> _Timer[None]:
-        return _Timer(self._consumed, None, self._topic(event.topic))
+    def consuming(self, event: Event, *, group: str, adapter: str) -> _Handling:
+        topic = self._topics.get(event.topic)
+        if topic is None:
+            topic = self._topic(event.topic)
+        call = topic.idle
+        if call is None:
+            call = _Handling()
+            call.topic = topic
+        else:
+            topic.idle = None
+        return call
 
     def retried(
         self,
@@ -220,23 +272,6 @@ class MetricsCollector:
     def error(self, topic: str, *, adapter: str, where: str, error: BaseException) -> None:
         self._errors += 1
 
-    def _consumed(self, elapsed: float, exc: BaseException | None, topic: _Topic) -> None:
-        if exc is not None and not isinstance(exc, Exception):
-            return  # cancelled by close: the message goes back unacked, not a handler outcome
-        topic.consume.add(elapsed)
-        if exc is None:
-            topic.consumed += 1
-        else:
-            topic.failed += 1
-        second = int(time.monotonic())
-        buckets = topic.buckets
-        if buckets and buckets[-1][0] == second:
-            buckets[-1][1] += 1
-        else:
-            buckets.append([second, 1])
-            while buckets[0][0] <= second - self.window:
-                buckets.popleft()
-
     # --- reading ------------------------------------------------------------------------------
 
     def _throughput(self, topic: _Topic, now: float) -> float:
@@ -247,7 +282,7 @@ class MetricsCollector:
 
     def report(self) -> MetricsReport:
         """A snapshot of every topic seen so far (cost grows with topics x max_samples)."""
-        now = time.monotonic()
+        now = time.perf_counter()
         topics: dict[str, TopicReport] = {}
         for name, t in self._topics.items():
             calls = t.consumed + t.failed
@@ -285,4 +320,4 @@ class MetricsCollector:
         """Forget everything seen so far."""
         self._topics.clear()
         self._errors = 0
-        self._started = time.monotonic()
+        self._started = time.perf_counter()

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 
 from dotmac.events.event import Event
+from dotmac.events.observability.observer import NOTHING_TO_CONSUME, _Nothing
 from dotmac.events.observability.timing import Timed
 
 __all__ = ["LoggingObserver"]
@@ -29,7 +30,13 @@ class LoggingObserver:
     def publishing(self, event: Event, *, adapter: str) -> Timed[Mapping[str, str], Event, str]:
         return Timed(self._published, _NO_HEADERS, event, adapter)
 
-    def consuming(self, event: Event, *, group: str, adapter: str) -> Timed[None, Event, str, str]:
+    def consuming(
+        self, event: Event, *, group: str, adapter: str
+    ) -> Timed[None, Event, str, str] | _Nothing[None]:
+        # Handler calls log at DEBUG only (failures are told by retried() / dead_lettered()):
+        # with DEBUG off there is nothing to time.
+        if not self.logger.isEnabledFor(logging.DEBUG):
+            return NOTHING_TO_CONSUME
         return Timed(self._consumed, None, event, group, adapter)
 
     def retried(

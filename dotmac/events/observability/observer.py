@@ -7,10 +7,10 @@ retries, dead letters and errors. Observers must not raise; several combine with
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from dotmac.events.event import Event
 
@@ -65,6 +65,32 @@ class Observer(Protocol):
 
 
 _NO_HEADERS: Mapping[str, str] = {}
+T = TypeVar("T")
+
+
+class _Nothing(Generic[T]):
+    """A context manager that does nothing. Observers return the two shared ones below for a
+    call they have nothing to do for, and CompositeObserver skips those without entering them."""
+
+    __slots__ = ("_entered",)
+
+    def __init__(self, entered: T) -> None:
+        self._entered = entered
+
+    def __enter__(self) -> T:
+        return self._entered
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+NOTHING_TO_PUBLISH: _Nothing[Mapping[str, str]] = _Nothing(_NO_HEADERS)
+NOTHING_TO_CONSUME: _Nothing[None] = _Nothing(None)
 
 
 class NoopObserver:
@@ -73,10 +99,10 @@ class NoopObserver:
     def publishing(
         self, event: Event, *, adapter: str
     ) -> AbstractContextManager[Mapping[str, str]]:
-        return contextlib.nullcontext(_NO_HEADERS)
+        return NOTHING_TO_PUBLISH
 
     def consuming(self, event: Event, *, group: str, adapter: str) -> AbstractContextManager[None]:
-        return contextlib.nullcontext()
+        return NOTHING_TO_CONSUME
 
     def retried(
         self,
@@ -113,20 +139,11 @@ class CompositeObserver:
     def __init__(self, observers: Sequence[Observer]) -> None:
         self.observers = tuple(observers)
 
-    @contextlib.contextmanager
-    def publishing(self, event: Event, *, adapter: str) -> Iterator[Mapping[str, str]]:
-        with contextlib.ExitStack() as stack:
-            headers: dict[str, str] = {}
-            for observer in self.observers:
-                headers.update(stack.enter_context(observer.publishing(event, adapter=adapter)))
-            yield headers
+    def publishing(self, event: Event, *, adapter: str) -> _Publishing:
+        return _Publishing(self.observers, event, adapter)
 
-    @contextlib.contextmanager
-    def consuming(self, event: Event, *, group: str, adapter: str) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            for observer in self.observers:
-                stack.enter_context(observer.consuming(event, group=group, adapter=adapter))
-            yield
+    def consuming(self, event: Event, *, group: str, adapter: str) -> _Consuming:
+        return _Consuming(self.observers, event, group, adapter)
 
     def retried(
         self,
@@ -168,3 +185,97 @@ class CompositeObserver:
     def error(self, topic: str, *, adapter: str, where: str, error: BaseException) -> None:
         for observer in self.observers:
             observer.error(topic, adapter=adapter, where=where, error=error)
+
+
+class _Nested:
+    """Enters each observer's context manager in order (each observer's ``publishing()`` or
+    ``consuming()`` is called once the one before it is entered, so it runs inside it) and
+    exits them in reverse, as ``contextlib.ExitStack`` would: an exception raised by an exit
+    goes to the exits after it and then propagates. The shared no-ops are skipped."""
+
+    __slots__ = ("_entered", "_event", "_observers")
+
+    def __init__(self, observers: tuple[Observer, ...], event: Event) -> None:
+        self._observers = observers
+        self._event = event
+        self._entered: list[AbstractContextManager[Any]] = []
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        pending = exc
+        for manager in reversed(self._entered):
+            try:
+                if pending is None:
+                    manager.__exit__(None, None, None)
+                elif manager.__exit__(type(pending), pending, pending.__traceback__):
+                    pending = None
+            except BaseException as raised:
+                if raised.__context__ is None and raised is not pending:
+                    raised.__context__ = pending
+                pending = raised
+        if pending is not None and pending is not exc:
+            raise pending
+        return exc is not None and pending is None
+
+    def _unwind(self, exc: BaseException) -> None:
+        """An enter failed: exit what was entered with that exception (it then propagates)."""
+        self._entered.reverse()
+        for manager in self._entered:
+            manager.__exit__(type(exc), exc, exc.__traceback__)
+        self._entered.clear()
+
+
+class _Publishing(_Nested):
+    __slots__ = ("_adapter",)
+
+    def __init__(self, observers: tuple[Observer, ...], event: Event, adapter: str) -> None:
+        super().__init__(observers, event)
+        self._adapter = adapter
+
+    def __enter__(self) -> Mapping[str, str]:
+        headers: dict[str, str] | None = None
+        try:
+            for observer in self._observers:
+                manager = observer.publishing(self._event, adapter=self._adapter)
+                if manager is NOTHING_TO_PUBLISH:
+                    continue
+                extra = manager.__enter__()
+                self._entered.append(manager)
+                if extra:
+                    if headers is None:
+                        headers = {}
+                    headers.update(extra)
+        except BaseException as exc:
+            self._unwind(exc)
+            raise
+        return _NO_HEADERS if headers is None else headers
+
+
+class _Consuming(_Nested):
+    __slots__ = ("_adapter", "_group")
+
+    def __init__(
+        self, observers: tuple[Observer, ...], event: Event, group: str, adapter: str
+    ) -> None:
+        # _Nested.__init__ inlined: this runs on every handler call.
+        self._observers = observers
+        self._event = event
+        self._entered = []
+        self._group = group
+        self._adapter = adapter
+
+    def __enter__(self) -> None:
+        try:
+            for observer in self._observers:
+                manager = observer.consuming(self._event, group=self._group, adapter=self._adapter)
+                if manager is NOTHING_TO_CONSUME:
+                    continue
+                manager.__enter__()
+                self._entered.append(manager)
+        except BaseException as exc:
+            self._unwind(exc)
+            raise

@@ -29,7 +29,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 try:
     from opentelemetry import context as otel_context
@@ -52,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a venv without the
 
 from dotmac.events.errors import ConfigurationError
 from dotmac.events.event import Event
+from dotmac.events.observability.observer import NOTHING_TO_CONSUME, NOTHING_TO_PUBLISH, _Nothing
 
 __all__ = ["TracingObserver"]
 
@@ -62,33 +63,6 @@ _MAX_OPEN_FAILURES = 10_000
 # assume "no SDK".
 _GLOBAL_PROVIDER_SLOT = "_TRACER_PROVIDER"
 _CAN_SEE_GLOBAL_PROVIDER = hasattr(trace, _GLOBAL_PROVIDER_SLOT)
-_NO_HEADERS: Mapping[str, str] = {}
-
-T = TypeVar("T")
-
-
-class _Nothing(Generic[T]):
-    """A context manager that does nothing, shared by every call that has nothing to carry."""
-
-    __slots__ = ("_entered",)
-
-    def __init__(self, entered: T) -> None:
-        self._entered = entered
-
-    def __enter__(self) -> T:
-        return self._entered
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
-
-_NOTHING_TO_PUBLISH: _Nothing[Mapping[str, str]] = _Nothing(_NO_HEADERS)
-_NOTHING_TO_CONSUME: _Nothing[None] = _Nothing(None)
 
 
 def _error_type(error: BaseException) -> str:
@@ -174,7 +148,7 @@ class TracingObserver:
     ) -> _ProducerSpan | contextlib.AbstractContextManager[Mapping[str, str]]:
         if self._noop or (self._proxied and getattr(trace, _GLOBAL_PROVIDER_SLOT) is None):
             if not otel_context.get_current():  # no span, no baggage: nothing to inject
-                return _NOTHING_TO_PUBLISH
+                return NOTHING_TO_PUBLISH
             headers: dict[str, str] = {}
             self._textmap().inject(headers)
             return _Nothing(headers)
@@ -186,7 +160,7 @@ class TracingObserver:
         if self._noop or (self._proxied and getattr(trace, _GLOBAL_PROVIDER_SLOT) is None):
             headers = event.headers  # (self._inert(), inlined: this runs on every message)
             if not headers or not self._carries_context(headers):
-                return _NOTHING_TO_CONSUME
+                return NOTHING_TO_CONSUME
             return _ContextOnly(self, headers)
         return _ConsumerSpan(self, event, group, adapter)
 
