@@ -18,7 +18,12 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	touch $@ $(VENV)/.core
 
-demo: $(VENV)/.core
+# The demo runs through the CLI, which needs the `cli` extra (click, rich).
+$(VENV)/.cli: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[cli]"
+	touch $@ $(VENV)/.core
+
+demo: $(VENV)/.cli
 	$(BIN)/dotmac-events demo
 
 test: $(VENV)/.dev

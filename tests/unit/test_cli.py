@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from dotmac.events.cli import run_demo
+import pytest
+
+from dotmac.events.cli import INSTALL_HINT, main, run_demo
 
 
 async def test_demo_numbers_follow_from_the_failure_pattern() -> None:
@@ -28,3 +30,105 @@ def test_python_dash_m_runs_the_demo() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "dead_lettered             2" in done.stdout
+
+
+def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dotmac.events", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_bare_command_runs_the_demo() -> None:
+    assert main([]) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["demo", "--events", "0"], "Invalid value for '--events': 0 is not in the range x>=1."),
+        (["demo", "--concurrency", "0"], "'--concurrency': 0 is not in the range x>=1."),
+        (["worker", "no_such_module_x", "--bus", "memory://"], "cannot import module"),
+        (["worker", "tests.faults.worker_app:nope", "--bus", "memory://"], "no attribute 'nope'"),
+        (["worker", "tests.faults.worker_app:not_a_router", "--bus", "memory://"], "not an Event"),
+        (["worker", "tests.faults.worker_app:router", "--bus", "nats://x"], "unknown scheme"),
+        (["worker", "tests.faults.worker_app:router", "--bus", "redis://h?nope=1"], "nope"),
+        (
+            [
+                "worker",
+                "tests.faults.worker_app:router",
+                "--bus",
+                "memory://",
+                "--drain-timeout",
+                "0",
+            ],
+            "--drain-timeout must be > 0",
+        ),
+        (["worker", "tests.faults.worker_app:router"], "give --bus URL or set DOTMAC_EVENTS_URL"),
+        (["publish", "t", "{x", "--bus", "memory://"], "JSON is not valid"),
+        (["publish", "t", "[1]", "--bus", "memory://"], "JSON must be an object"),
+        (["nope"], "No such command 'nope'"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_a_non_zero_exit(
+    args: list[str], line: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DOTMAC_EVENTS_URL", raising=False)
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.count("\n") == 1, err
+    assert err.startswith("dotmac-events: error: ") and line in err, err
+    assert "Traceback" not in err
+
+
+def test_a_module_without_handlers_is_refused() -> None:
+    done = _run_cli("worker", "json", "--bus", "memory://")
+    assert done.returncode == 1
+    assert done.stderr == "dotmac-events: error: 'json' has no handlers\n"
+
+
+def test_passwords_stay_out_of_cli_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["worker", "x:y", "--bus", "redis://u:hunter2-secret@h:6379/0?bogus=1"])
+    err = capsys.readouterr().err
+    assert code != 0 and "bogus" in err and "hunter2-secret" not in err
+
+
+def test_missing_cli_extra_prints_the_install_line() -> None:
+    script = (
+        "import sys; sys.modules['click'] = None; "
+        "from dotmac.events.cli import main; sys.exit(main(['demo']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr == f"{INSTALL_HINT}\n"
+    assert 'pip install "dotmac-events[cli]"' in done.stderr
+
+
+def test_importing_the_library_or_the_cli_package_loads_no_cli_library() -> None:
+    script = (
+        "import sys, dotmac.events, dotmac.events.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'rich')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_publish_prints_the_event_id_on_the_memory_bus() -> None:
+    done = _run_cli("publish", "orders", '{"n": 1}', "--bus", "memory://", "--key", "c1")
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.strip()) >= 32
+
+
+def test_stats_prints_a_table() -> None:
+    done = _run_cli("stats", "orders", "--bus", "memory://", "--group", "g")
+    assert done.returncode == 0, done.stderr
+    for metric in ("length", "lag", "pending", "dlq_depth"):
+        assert metric in done.stdout

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     import importlib.util
     import sys
 
-    EXTRAS = ("redis", "aiokafka", "prometheus_client", "opentelemetry")
+    EXTRAS = ("redis", "aiokafka", "prometheus_client", "opentelemetry", "click", "rich")
     assert [m for m in EXTRAS if importlib.util.find_spec(m) is not None] == [], "not a bare venv"
 
     import dotmac.events
@@ -70,6 +70,9 @@ SCRIPT = textwrap.dedent(
             assert hint in str(exc), str(exc)
         else:
             raise AssertionError(f"{factory.__name__} worked without the {extra} extra")
+
+    import dotmac.events.cli
+    assert not [m for m in sys.modules if m.split(".")[0] in EXTRAS]
 
     print("OK")
     """
@@ -126,3 +129,15 @@ def test_bare_venv_star_import(bare_python: Path, tmp_path: Path) -> None:
     """Every name in ``__all__`` imports without extras (extra-backed classes stay out of it)."""
     result = _run([str(bare_python), "-c", "from dotmac.events import *"], tmp_path, 60)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_bare_venv_cli_names_the_cli_extra(bare_python: Path, tmp_path: Path) -> None:
+    """Without click and rich, ``dotmac-events`` prints the install line and exits non-zero."""
+    result = _run([str(bare_python), "-m", "dotmac.events", "demo"], tmp_path, 60)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        'dotmac-events: the command line needs click and rich: pip install "dotmac-events[cli]"'
+    ]

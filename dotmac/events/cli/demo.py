@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
 
 from dotmac.events.adapters.memory import MemoryConfig, create_memory_bus
 from dotmac.events.consumer import ConsumerOptions, run_consumer
@@ -14,7 +12,7 @@ from dotmac.events.dlq import DLQEntry, create_dlq_consumer
 from dotmac.events.event import Event
 from dotmac.events.observability.collector import MetricsCollector
 
-__all__ = ["main"]
+__all__ = ["print_summary", "run_demo"]
 
 
 async def run_demo(events: int = 300, concurrency: int = 4) -> dict[str, int | float]:
@@ -65,20 +63,11 @@ def _check(outcome: Counter[str], dead: list[DLQEntry], events: int, done: async
         done.set()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dotmac-events", description=__doc__)
-    commands = parser.add_subparsers(dest="command")
-    demo = commands.add_parser("demo", help="run an end-to-end demo on the memory bus")
-    demo.add_argument("--events", type=int, default=300)
-    demo.add_argument("--concurrency", type=int, default=4)
-    args = parser.parse_args(argv)
-    if args.command is None:  # `python -m dotmac.events` alone runs the demo
-        args = parser.parse_args(["demo"])
-    summary = asyncio.run(run_demo(args.events, args.concurrency))
+def print_summary(summary: dict[str, int | float]) -> None:
+    """The demo's table, as plain text (the same with or without a terminal)."""
     width = max(len(k) for k in summary)
     print("dotmac-events demo: orders on the memory bus (every 10th fails once, every 50th always)")
     print(f"{'metric'.ljust(width)}  value")
     print(f"{'-' * width}  -----")
     for name, value in summary.items():
         print(f"{name.ljust(width)}  {value}")
-    return 0

@@ -1,0 +1,235 @@
+"""``dotmac-events worker`` as a real process on Redis and Kafka: SIGTERM drains and exits 0,
+a second worker of the group handles the rest (nothing lost, nothing unhandled acked), a second
+signal or the drain timeout passing exits non-zero with the unfinished events left unacked."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from dotmac.events import Event
+from dotmac.events.urls import create_bus
+
+pytestmark = [pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.faults.worker_app:router"
+EVENTS = 2_000
+DRAIN = 10.0
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def wait_for_line(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                time.sleep(0.2)  # let the reader thread take the last lines
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"no {text!r} from the worker; stderr:\n{''.join(self.lines)}")
+
+    def exit_code(self, timeout: float) -> tuple[int, float]:
+        started = time.monotonic()
+        code = self.proc.wait(timeout)
+        return code, time.monotonic() - started
+
+
+@pytest.fixture
+def spawn() -> Iterator[object]:
+    started: list[Worker] = []
+
+    def start(url: str, env: dict[str, str], *extra: str) -> Worker:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dotmac.events", "worker", APP, "--bus", url, *extra],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        )
+        worker = Worker(proc)
+        assert proc.stderr is not None
+        stream = proc.stderr
+        worker.reader = threading.Thread(
+            target=lambda: worker.lines.extend(iter(stream.readline, "")), daemon=True
+        )
+        worker.reader.start()
+        started.append(worker)
+        worker.wait_for_line("worker ready", 30)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+        worker.proc.wait()
+        if worker.reader is not None:
+            worker.reader.join(5)
+        if worker.proc.stderr is not None:
+            worker.proc.stderr.close()
+
+
+def _handled(path: Path) -> list[int]:
+    if not path.exists():
+        return []
+    return [int(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _wait(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _publish(url: str, topic: str, count: int) -> None:
+    async with create_bus(url) as bus:
+        for start in range(0, count, 500):
+            await bus.publish_many(
+                [
+                    Event(topic, {"n": n}, key=f"k{n % 31}")
+                    for n in range(start, min(start + 500, count))
+                ]
+            )
+
+
+async def _outstanding(url: str, topic: str, group: str) -> int:
+    """Events the group has not acked: not yet delivered plus delivered-but-unacked."""
+    async with create_bus(url) as bus:
+        stats = await bus.stats(topic, group)
+    return (stats.lag or 0) + (stats.pending or 0)
+
+
+@pytest.fixture(params=["redis", "kafka"])
+def bus_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "redis":
+        request.applymarker(pytest.mark.redis)
+        base = request.getfixturevalue("redis_url")
+        prefix = f"w-{uuid.uuid4().hex[:8]}:"
+        return f"{base}?key_prefix={prefix}&claim_interval=0.5&block_ms=200"
+    request.applymarker(pytest.mark.kafka)
+    bootstrap = request.getfixturevalue("kafka_bootstrap")
+    return f"kafka://{bootstrap}?client_id=worker-test&num_partitions=3&session_timeout_ms=6000&heartbeat_interval_ms=1000"
+
+
+def _env(tmp_path: Path, name: str, topic: str, **extra: str) -> dict[str, str]:
+    return {
+        "WORKER_TOPIC": topic,
+        "WORKER_GROUP": "workers",
+        "WORKER_RECORD": str(tmp_path / f"{name}.txt"),
+        **extra,
+    }
+
+
+@pytest.mark.timeout(90)
+async def test_sigterm_drains_and_a_second_worker_handles_the_rest(
+    bus_url: str, spawn: object, tmp_path: Path
+) -> None:
+    topic = f"jobs-{uuid.uuid4().hex[:8]}"
+    await _publish(bus_url, topic, EVENTS)
+    first = spawn(bus_url, _env(tmp_path, "first", topic), "--drain-timeout", str(DRAIN))  # type: ignore[operator]
+    _wait(lambda: len(_handled(tmp_path / "first.txt")) >= 400, 30, "400 events handled")
+    first.proc.send_signal(signal.SIGTERM)
+    code, took = first.exit_code(DRAIN + 20)
+    assert code == 0, "".join(first.lines)
+    assert took < DRAIN, f"took {took:.1f}s to exit"
+    assert any("drained and closed" in line for line in first.lines)
+    by_first = set(_handled(tmp_path / "first.txt"))
+    assert 0 < len(by_first) < EVENTS, "SIGTERM must land mid-stream"
+    # Nothing the first worker did not handle was acked: the group still owes all of them.
+    outstanding = await _outstanding(bus_url, topic, "workers")
+    assert EVENTS - outstanding <= len(by_first), (EVENTS, outstanding, len(by_first))
+
+    second = spawn(bus_url, _env(tmp_path, "second", topic), "--drain-timeout", str(DRAIN))  # type: ignore[operator]
+    _wait(
+        lambda: by_first | set(_handled(tmp_path / "second.txt")) >= set(range(EVENTS)),
+        40,
+        "every event handled",
+    )
+    second.proc.send_signal(signal.SIGTERM)
+    code, _ = second.exit_code(DRAIN + 20)
+    assert code == 0, "".join(second.lines)
+
+    first_list, second_list = _handled(tmp_path / "first.txt"), _handled(tmp_path / "second.txt")
+    counts = Counter(first_list + second_list)
+    lost = EVENTS - len(set(counts) & set(range(EVENTS)))
+    duplicates = sum(c - 1 for c in counts.values())
+    missed_by_first = set(range(EVENTS)) - by_first
+    assert missed_by_first <= set(second_list)  # unhandled by the first => handled by the second
+    assert lost == 0
+    assert await _outstanding(bus_url, topic, "workers") == 0
+    print(
+        f"\n{bus_url.split(':')[0]}: published {EVENTS}, first worker {len(first_list)}, "
+        f"second {len(second_list)}, handled {len(counts)}, duplicates {duplicates}, lost {lost}, "
+        f"first exit {took:.2f}s after SIGTERM"
+    )
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(60)
+async def test_second_signal_forces_a_non_zero_exit_and_acks_nothing(
+    redis_url: str, spawn: object, tmp_path: Path
+) -> None:
+    url = f"{redis_url}?key_prefix=w-{uuid.uuid4().hex[:8]}:&block_ms=200"
+    topic = "slow"
+    await _publish(url, topic, 20)
+    worker = spawn(url, _env(tmp_path, "w", topic, WORKER_DELAY="30"), "--drain-timeout", "20")  # type: ignore[operator]
+    await _until_pending(url, topic, 4, 20)
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.wait_for_line("draining", 10)
+    worker.proc.send_signal(signal.SIGTERM)
+    code, took = worker.exit_code(10)
+    assert code == 4, "".join(worker.lines)
+    assert took < 5
+    assert any("second signal" in line for line in worker.lines)
+    assert _handled(tmp_path / "w.txt") == []
+    assert await _outstanding(url, topic, "workers") == 20
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(60)
+async def test_drain_timeout_exits_non_zero_and_leaves_running_events_unacked(
+    redis_url: str, spawn: object, tmp_path: Path
+) -> None:
+    url = f"{redis_url}?key_prefix=w-{uuid.uuid4().hex[:8]}:&block_ms=200"
+    topic = "slow"
+    await _publish(url, topic, 20)
+    worker = spawn(url, _env(tmp_path, "w", topic, WORKER_DELAY="30"), "--drain-timeout", "1")  # type: ignore[operator]
+    await _until_pending(url, topic, 4, 20)
+    worker.proc.send_signal(signal.SIGINT)
+    code, took = worker.exit_code(20)
+    assert code == 3, "".join(worker.lines)
+    assert took < 1 + 5
+    assert any("drain timeout" in line for line in worker.lines)
+    assert _handled(tmp_path / "w.txt") == []
+    assert await _outstanding(url, topic, "workers") == 20
+
+
+async def _until_pending(url: str, topic: str, count: int, timeout: float) -> None:
+    """Wait until ``count`` events are handed out (their handlers running) to the group."""
+    deadline = time.monotonic() + timeout
+    async with create_bus(url) as bus:
+        while ((await bus.stats(topic, "workers")).pending or 0) < count:
+            assert time.monotonic() < deadline, "handlers never started"
+            await asyncio.sleep(0.05)
