@@ -181,7 +181,9 @@ async def test_sigterm_drains_and_a_second_worker_handles_the_rest(
     assert await _outstanding(bus_url, topic, "workers") == 0
     print(
         f"\n{bus_url.split(':')[0]}: published {EVENTS}, first worker {len(first_list)}, "
-        f"second {len(second_list)}, handled {len(counts)}, duplicates {duplicates}, lost {lost}, "
+        f"(acked {EVENTS - outstanding}), second {len(second_list)}, handled {len(counts)}, "
+        f"duplicates {duplicates} (within first {len(first_list) - len(set(first_list))}, "
+        f"within second {len(second_list) - len(set(second_list))}), lost {lost}, "
         f"first exit {took:.2f}s after SIGTERM"
     )
 
