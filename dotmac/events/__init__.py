@@ -11,7 +11,14 @@ from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.adapters.memory import MemoryBus, MemoryConfig, create_memory_bus
 from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.backoff import ExponentialBackoff
-from dotmac.events.bus import BacklogStats, EventBus, EventHandler, HealthStatus, Subscription
+from dotmac.events.bus import (
+    BacklogStats,
+    EventBus,
+    EventHandler,
+    HealthStatus,
+    Subscription,
+    SubscriptionSet,
+)
 from dotmac.events.codec import Codec, JsonCodec
 from dotmac.events.consumer import (
     ConsumerOptions,
@@ -43,6 +50,7 @@ from dotmac.events.errors import (
     UnsupportedOperation,
 )
 from dotmac.events.event import DeliveryInfo, Event, EventMetadata
+from dotmac.events.middleware import CallNext, ConsumeMiddleware, PublishHook
 from dotmac.events.observability import (
     HealthChecker,
     LoggingObserver,
@@ -54,6 +62,9 @@ from dotmac.events.observability import (
 )
 from dotmac.events.observability.observer import CompositeObserver, NoopObserver, Observer
 from dotmac.events.policy import FailurePolicy, RedeliverPolicy
+from dotmac.events.registry import HandlerRegistry, HandlerRoute, event_handler
+from dotmac.events.router import EventRouter
+from dotmac.events.urls import create_bus
 
 if TYPE_CHECKING:
     from dotmac.events.adapters.kafka import KafkaBus as KafkaBus
@@ -80,10 +91,12 @@ from dotmac.events.version import __version__ as __version__  # noqa: E402
 __all__ = [
     "BacklogStats",
     "BusClosedError",
+    "CallNext",
     "Codec",
     "CodecError",
     "CompositeObserver",
     "ConfigurationError",
+    "ConsumeMiddleware",
     "ConsumerOptions",
     "DLQEntry",
     "DecodeError",
@@ -94,8 +107,11 @@ __all__ = [
     "EventBusError",
     "EventHandler",
     "EventMetadata",
+    "EventRouter",
     "ExponentialBackoff",
     "FailurePolicy",
+    "HandlerRegistry",
+    "HandlerRoute",
     "HandlerTimeout",
     "HealthChecker",
     "HealthStatus",
@@ -111,6 +127,7 @@ __all__ = [
     "ObservabilityHooks",
     "Observer",
     "PublishError",
+    "PublishHook",
     "RedeliverPolicy",
     "RedisConfig",
     "Reject",
@@ -119,9 +136,11 @@ __all__ = [
     "RetryPolicy",
     "SimpleDLQ",
     "Subscription",
+    "SubscriptionSet",
     "TransportError",
     "UnsupportedOperation",
     "alert_on_dlq_entry",
+    "create_bus",
     "create_default_hooks",
     "create_dlq_consumer",
     "create_dotmac_observability_hooks",
@@ -129,6 +148,7 @@ __all__ = [
     "create_kafka_bus",
     "create_memory_bus",
     "create_redis_bus",
+    "event_handler",
     "log_dlq_entry",
     "run_consumer",
 ]

@@ -18,18 +18,30 @@ Delivery is at-least-once:
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+from dotmac.events.errors import ConfigurationError
 from dotmac.events.event import Event
+from dotmac.events.middleware import ConsumeMiddleware
 from dotmac.events.policy import FailurePolicy
+from dotmac.events.registry import HandlerRegistry, default_registry
 
-__all__ = ["BacklogStats", "EventBus", "EventHandler", "HealthStatus", "Subscription"]
+__all__ = [
+    "BacklogStats",
+    "EventBus",
+    "EventHandler",
+    "HealthStatus",
+    "Subscription",
+    "SubscriptionSet",
+]
 
-EventHandler = Callable[[Event], Awaitable[Any]]
-"""An async callable taking an Event. Its return value is the reply to ``request()``."""
+EventHandler = Callable[[Event], Awaitable[Any]] | Callable[[Event], Any]
+"""A callable taking an Event: ``async def`` (run on the event loop) or plain ``def`` (run in
+the bus's bounded pool of worker threads). Its return value is the reply to ``request()``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +93,22 @@ class Subscription(abc.ABC):
         """True once :meth:`close` has finished."""
 
 
+class SubscriptionSet(Subscription):
+    """One handler subscribed to several topics: closes them all together."""
+
+    def __init__(self, subscriptions: Sequence[Subscription]) -> None:
+        self.subscriptions = tuple(subscriptions)
+        self.topic = ",".join(s.topic for s in self.subscriptions)
+        self.group = self.subscriptions[0].group if self.subscriptions else ""
+
+    async def close(self, timeout: float | None = None) -> None:
+        await asyncio.gather(*(s.close(timeout) for s in self.subscriptions))
+
+    @property
+    def closed(self) -> bool:
+        return all(s.closed for s in self.subscriptions)
+
+
 class EventBus(abc.ABC):
     """Publish events and subscribe handlers to topics. Use it as an async context manager."""
 
@@ -109,14 +137,20 @@ class EventBus(abc.ABC):
     @abc.abstractmethod
     async def subscribe(
         self,
-        topic: str,
+        topic: str | Sequence[str],
         handler: EventHandler,
         *,
         group: str | None = None,
         concurrency: int = 1,
         policy: FailurePolicy | None = None,
+        middleware: Sequence[ConsumeMiddleware] = (),
     ) -> Subscription:
         """Start consuming ``topic`` in ``group`` and return the running subscription.
+
+        ``topic`` may be a list: one handler on several topics (a :class:`SubscriptionSet`;
+        ``event.topic`` names the topic each event came from). ``middleware`` wraps this
+        handler (see :mod:`dotmac.events.middleware`). A plain ``def`` handler runs in a worker
+        thread, never on the event loop.
 
         ``policy`` decides, when the handler raises, how long to wait before the next delivery
         or whether to dead-letter now (run_consumer passes its ConsumerOptions). The default
@@ -130,6 +164,31 @@ class EventBus(abc.ABC):
             ConfigurationError: ``concurrency`` is below 1 or the topic/group name is invalid.
             BusClosedError: the bus is closed.
         """
+
+    async def register_handler(
+        self, handler: EventHandler, *, registry: HandlerRegistry | None = None
+    ) -> list[Subscription]:
+        """Subscribe ``handler`` as ``@event_handler(...)`` declared it (EarnORM's shape).
+
+        Raises:
+            ConfigurationError: ``handler`` was never declared with ``@event_handler``.
+        """
+        routes = (registry or default_registry).routes_for(handler)
+        if not routes:
+            name = getattr(handler, "__qualname__", repr(handler))
+            raise ConfigurationError(
+                "handler", f"{name} was not declared with @event_handler(topic)"
+            )
+        return [
+            await self.subscribe(
+                route.topics,
+                route.handler,
+                group=route.group,
+                concurrency=route.concurrency,
+                policy=route.policy,
+            )
+            for route in routes
+        ]
 
     async def request(self, topic: str, payload: Any, *, timeout: float = 5.0) -> Any:
         """Publish ``payload`` and return the subscribed handler's return value.

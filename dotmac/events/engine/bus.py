@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from dotmac.events.bus import EventBus, EventHandler, Subscription
+from dotmac.events.bus import EventBus, EventHandler, Subscription, SubscriptionSet
 from dotmac.events.codec import Codec, JsonCodec
+from dotmac.events.engine.calling import make_awaitable
 from dotmac.events.engine.handling import REPLY_TO_HEADER
 from dotmac.events.engine.subscription import ReceiverSubscription
 from dotmac.events.errors import (
@@ -26,11 +28,16 @@ from dotmac.events.errors import (
     RequestTimeout,
 )
 from dotmac.events.event import Event, EventMetadata
+from dotmac.events.middleware import ConsumeMiddleware, PublishHook
 from dotmac.events.observability.observer import NoopObserver, Observer
 from dotmac.events.policy import FailurePolicy, RedeliverPolicy
+from dotmac.events.registry import topic_list
 from dotmac.events.transport import Receiver
 
-__all__ = ["TransportBus"]
+__all__ = ["HANDLER_THREADS", "TransportBus"]
+
+HANDLER_THREADS = 16
+"""Threads a bus runs plain-function (``def``) handlers in, at most, across its subscriptions."""
 
 
 class TransportBus(EventBus):
@@ -50,6 +57,9 @@ class TransportBus(EventBus):
         self.codec: Codec = codec or JsonCodec()
         self.observer: Observer = observer or NoopObserver()
         self._observed = type(self.observer) is not NoopObserver
+        self._middleware: list[ConsumeMiddleware] = []
+        self._publish_hooks: list[PublishHook] = []
+        self._threads: ThreadPoolExecutor | None = None
         self.close_timeout = close_timeout
         self._subscriptions: set[Subscription] = set()
         self._closing = False  # no new subscriptions; publishing still works for handlers
@@ -95,7 +105,35 @@ class TransportBus(EventBus):
         if self._closing:
             raise BusClosedError(f"{self.adapter} bus is closed")
 
+    def add_middleware(self, middleware: ConsumeMiddleware) -> None:
+        """Wrap every handler call of subscriptions made from now on (outermost first)."""
+        if not callable(middleware):
+            raise ConfigurationError("middleware", f"must be callable, got {middleware!r}")
+        self._middleware.append(middleware)
+
+    def add_publish_hook(self, hook: PublishHook) -> None:
+        """Run ``hook(event) -> event`` on every publish, in the order added; raising refuses."""
+        if not callable(hook):
+            raise ConfigurationError("hook", f"must be callable, got {hook!r}")
+        self._publish_hooks.append(hook)
+
+    def _hooked(self, event: Event) -> Event:
+        for hook in self._publish_hooks:
+            event = hook(event)
+            if not isinstance(event, Event):
+                raise ConfigurationError(
+                    "hook", f"a publish hook must return an Event, got {type(event).__name__}"
+                )
+        return event
+
     async def publish(self, event: Event) -> None:
+        if self._publish_hooks:
+            event = self._hooked(event)
+        await self._publish(event)
+
+    async def _publish(self, event: Event) -> None:
+        """Publish without the publish hooks: how the engine sends dead letters and replies,
+        which a hook meant for application events must not refuse."""
         self._check_open()
         if self._observed:
             with self.observer.publishing(event, adapter=self.adapter) as extra:
@@ -109,6 +147,8 @@ class TransportBus(EventBus):
         self._check_open()
         if not events:
             return
+        if self._publish_hooks:
+            events = [self._hooked(event) for event in events]
         if not self._observed:
             encode = self.codec.encode
             await self._send_translated([(event, encode(event)) for event in events])
@@ -131,30 +171,56 @@ class TransportBus(EventBus):
 
     async def subscribe(
         self,
-        topic: str,
+        topic: str | Sequence[str],
         handler: EventHandler,
         *,
         group: str | None = None,
         concurrency: int = 1,
         policy: FailurePolicy | None = None,
+        middleware: Sequence[ConsumeMiddleware] = (),
     ) -> Subscription:
         """See :meth:`EventBus.subscribe`. ``policy`` decides retry delays and dead-lettering
-        (run_consumer passes its ConsumerOptions); the default redelivers with backoff forever."""
+        (run_consumer passes its ConsumerOptions); the default redelivers with backoff forever.
+        ``middleware`` wraps this subscription's handler inside the bus's own middleware."""
         self._check_not_closing()
-        if not isinstance(topic, str) or not topic:
-            raise ConfigurationError("topic", f"must be a non-empty str, got {topic!r}")
+        topics = topic_list(topic)
         if group is not None and (not isinstance(group, str) or not group):
             raise ConfigurationError("group", f"must be a non-empty str or None, got {group!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError("concurrency", f"must be an int >= 1, got {concurrency!r}")
-        private = group is None
+        if not callable(handler):
+            raise ConfigurationError("handler", f"must be callable, got {handler!r}")
+        call = make_awaitable(handler, self._handler_threads)
+        chain = [*self._middleware, *middleware]
         group_name = group or f"private-{uuid.uuid4().hex}"
+        subscriptions: list[Subscription] = []
+        try:
+            for name in topics:
+                one = await self._subscribe_one(
+                    name, call, group_name, group is None, concurrency, policy, chain
+                )
+                subscriptions.append(one)
+        except BaseException:
+            await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
+            raise
+        return subscriptions[0] if len(subscriptions) == 1 else SubscriptionSet(subscriptions)
+
+    async def _subscribe_one(
+        self,
+        topic: str,
+        handler: EventHandler,
+        group: str,
+        private: bool,
+        concurrency: int,
+        policy: FailurePolicy | None,
+        middleware: Sequence[ConsumeMiddleware],
+    ) -> Subscription:
         prefetch = self._prefetch(concurrency)
-        receiver = await self._open_receiver(topic, group_name, private=private, prefetch=prefetch)
+        receiver = await self._open_receiver(topic, group, private=private, prefetch=prefetch)
         subscription = ReceiverSubscription(
             receiver=receiver,
             topic=topic,
-            group=group_name,
+            group=group,
             adapter=self.adapter,
             handler=handler,
             concurrency=concurrency,
@@ -162,13 +228,22 @@ class TransportBus(EventBus):
             policy=policy or RedeliverPolicy(),
             codec=self.codec,
             observer=self.observer,
-            publish=self.publish,
+            publish=self._publish,
             close_timeout=self.close_timeout,
             on_closed=self._forget,
+            middleware=middleware,
         )
         self._subscriptions.add(subscription)
         subscription.start()
         return subscription
+
+    def _handler_threads(self) -> ThreadPoolExecutor:
+        """The bounded pool plain-function handlers run in, made on first use."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(
+                max_workers=HANDLER_THREADS, thread_name_prefix=f"dotmac-{self.adapter}-handler"
+            )
+        return self._threads
 
     def _forget(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
@@ -210,7 +285,8 @@ class TransportBus(EventBus):
         async with self._inbox_lock:
             if self._inbox is None:
                 inbox = f"_inbox.{uuid.uuid4().hex}"
-                await self.subscribe(inbox, self._on_reply, concurrency=4)
+                private = f"private-{uuid.uuid4().hex}"  # no user middleware on replies
+                await self._subscribe_one(inbox, self._on_reply, private, True, 4, None, ())
                 self._inbox = inbox
         return self._inbox
 
@@ -239,4 +315,6 @@ class TransportBus(EventBus):
                 await self._drop_topic(self._inbox)
             except Exception as exc:  # closing goes on; the inbox is only garbage now
                 self.observer.error(self._inbox, adapter=self.adapter, where="close", error=exc)
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
         await self._close_transport()

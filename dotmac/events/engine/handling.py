@@ -13,17 +13,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from dotmac.events.codec import Codec
 from dotmac.events.dlq import DLQEntry
+from dotmac.events.engine.failure_log import FailureLog
 from dotmac.events.errors import DecodeError, HandlerTimeout, RetriesExhausted
 from dotmac.events.event import Event, EventMetadata
+from dotmac.events.middleware import ConsumeMiddleware
 from dotmac.events.observability.observer import NoopObserver, Observer
 from dotmac.events.policy import FailurePolicy
 from dotmac.events.transport import Delivery
 
-__all__ = ["REPLY_TO_HEADER", "ConsumeMiddleware", "MessageHandling", "observing"]
+__all__ = ["REPLY_TO_HEADER", "MessageHandling", "observing"]
 
 logger = logging.getLogger("dotmac.events")
 
@@ -31,16 +33,6 @@ REPLY_TO_HEADER = "dotmac-reply-to"
 """Header naming the topic a request's reply goes to."""
 
 Call = Callable[[Event], Awaitable[Any]]
-
-
-class ConsumeMiddleware(Protocol):
-    """Wraps handling: ``await call_next(event)`` runs the rest of the chain and the handler.
-
-    Raising (or not calling ``call_next`` and raising) counts as a handler failure; returning
-    without calling it counts as handled.
-    """
-
-    def __call__(self, event: Event, call_next: Call) -> Awaitable[Any]: ...
 
 
 def _being_cancelled() -> bool:
@@ -110,6 +102,7 @@ class MessageHandling:
         self._ack = ack
         self._retry_later = retry_later
         self._report = report
+        self._failure_log = None if self._observed else FailureLog(topic, group)
         call = _chain(handler, middleware)
         timeout = policy.handler_timeout
         self._call = call if timeout is None else _with_timeout(call, timeout, topic)
@@ -167,6 +160,8 @@ class MessageHandling:
             await self.dead_letter(delivery, event, exc)
             return
         self._retry_later(delivery, delay)
+        if self._failure_log is not None:
+            self._failure_log.retrying(delivery.count, delay, exc)
         with observing("retried", self.topic):
             self._observer.retried(
                 event,
@@ -206,6 +201,8 @@ class MessageHandling:
             self._retry_later(delivery, self._policy.backoff_delay(delivery.count))
             return
         self._ack(delivery)
+        if self._failure_log is not None:
+            self._failure_log.dead_lettered(attempts, dlq_topic, error)
         with observing("dead_lettered", self.topic):
             self._observer.dead_lettered(
                 self.topic,

@@ -25,8 +25,9 @@ from datetime import UTC, datetime
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import EventHandler, Subscription
 from dotmac.events.codec import Codec
-from dotmac.events.engine.handling import ConsumeMiddleware, MessageHandling, observing
+from dotmac.events.engine.handling import MessageHandling, observing
 from dotmac.events.event import Event
+from dotmac.events.middleware import ConsumeMiddleware
 from dotmac.events.observability.observer import Observer
 from dotmac.events.policy import FailurePolicy
 from dotmac.events.transport import Delivery, Receiver
@@ -167,8 +168,11 @@ class ReceiverSubscription(Subscription):
                 self._wakes[lane].set()
 
     async def _flush_loop(self) -> None:
-        """Ship acks while the fetch task is blocked waiting for messages."""
-        while True:
+        """Ship acks while the fetch task is blocked waiting for messages.
+
+        It also stops on ``_stopping``, not only on cancellation: a client library that
+        swallows the CancelledError of an ack in flight must not leave close() waiting."""
+        while not self._stopping:
             await self._ack_ready.wait()
             self._ack_ready.clear()
             # A read in flight usually returns within a round trip and carries these acks with
@@ -295,6 +299,7 @@ class ReceiverSubscription(Subscription):
         await asyncio.wait([fetch_task], timeout=max(deadline - loop.time(), 0))
         fetch_task.cancel()
         flush_task.cancel()
+        self._ack_ready.set()  # a flush loop whose cancellation was swallowed sees _stopping
         unhandled: list[Delivery] = []
         for task, delivery in list(self._waiting.items()):
             task.cancel()
