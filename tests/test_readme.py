@@ -17,6 +17,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 EXPECTED = {
     "handle_user_created": "User created: {'user_id': 123",
     "calculate.sum": "Sum: 15",
+    "prefetch_count=lots": "bus url refused:",
     "tenant_required": "router stopped: [('user.created', 'ada@example.com'), "
     "('user.login', 'acme'), ('user.logout', 'acme')]",
     "negative amount": "[('Reject', 'negative amount', 1)]",
