@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -88,11 +89,11 @@ class JsonCodec:
         envelope = {
             "v": ENVELOPE_VERSION,
             # orjson writes a UUID and an aware datetime natively, in exactly the text of str()
-            # and isoformat(); a received id already holds its text.
+            # and isoformat(); subclasses (freezegun's, pendulum's) it refuses, so they go as text.
             "id": event_id if type(event_id) is uuid.UUID else str(event_id),
             "topic": event.topic,
             "key": event.key,
-            "ts": event.timestamp,
+            "ts": moment if type(moment := event.timestamp) is datetime else moment.isoformat(),
             "tenant_id": event.tenant_id,
             "headers": dict(event.headers),
             "meta": None if meta is None else {f: getattr(meta, f) for f in _META_FIELDS},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,59 +35,6 @@ def _new_id() -> uuid.UUID:
     _uuid_int.__set__(value, int.from_bytes(os.urandom(16)) & _VERSION_4_MASK | _VERSION_4_BITS)
     _uuid_is_safe.__set__(value, _UNKNOWN)
     return value
-
-
-_CANONICAL_UUID = re.compile(
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-).fullmatch
-
-
-class _WireUUID(uuid.UUID):
-    """A received event's id: its text is checked on arrival and turned into a number only
-    when something asks for it (most handlers never do; parsing costs a fifth of decoding).
-
-    It is a ``uuid.UUID`` in every way that matters: equal to, hashing like and printing like
-    the UUID it spells.
-    """
-
-    __slots__ = ("_text",)
-    _text: str
-
-    @property  # type: ignore[misc]
-    def int(self) -> int:
-        try:
-            return _uuid_int.__get__(self)  # type: ignore[no-any-return]
-        except AttributeError:
-            value = int(self._text.replace("-", ""), 16)
-            _uuid_int.__set__(self, value)
-            return value
-
-    @int.setter
-    def int(self, value: int) -> None:  # what unpickling and copying set
-        _uuid_int.__set__(self, value)
-
-    def __str__(self) -> str:
-        return self._text
-
-    def __repr__(self) -> str:
-        return f"UUID('{self}')"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (uuid.UUID, (str(self),))
-
-
-_set_text = _WireUUID.__dict__["_text"].__set__
-_set_is_safe = _uuid_is_safe.__set__
-
-
-def wire_uuid(text: str) -> uuid.UUID:
-    """The UUID a received id spells; ValueError when it spells none."""
-    if _CANONICAL_UUID(text) is None:
-        return uuid.UUID(text)
-    parsed = object.__new__(_WireUUID)
-    _set_text(parsed, text)
-    _set_is_safe(parsed, _UNKNOWN)
-    return parsed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,7 +187,7 @@ class Event:
         put[3](event, MappingProxyType(headers))
         put[4](event, tenant_id)
         put[5](event, metadata)
-        put[6](event, wire_uuid(event_id))
+        put[6](event, uuid.UUID(event_id))
         put[7](event, moment)
         put[8](event, None)
         return event

@@ -271,3 +271,128 @@ async def test_an_observer_that_raises_never_costs_a_message() -> None:
         assert (await bus.stats("jobs", "g")).pending == 0
     finally:
         await bus.close()
+
+
+async def test_handled_messages_are_acked_while_failed_ones_wait_out_a_long_backoff() -> None:
+    """With the fetch loop waiting for room (most of the capacity failed and waits to be
+    retried), the flush task still acks what was handled: nothing handled stays pending."""
+    bus = create_memory_bus()
+    capacity = bus._prefetch(1)
+    handled: list[int] = []
+
+    async def handler(event: Event) -> None:
+        if event.payload["fail"]:
+            raise RuntimeError("later")
+        handled.append(event.payload["i"])
+
+    policy = RedeliverPolicy(backoff=ExponentialBackoff(base_ms=60_000, max_ms=60_000))
+    await bus.subscribe("t", handler, group="g", policy=policy)
+    failing = capacity // 2 + 1  # enough to keep the fetch loop waiting for room
+    for i in range(failing):
+        await bus.publish(Event("t", {"i": i, "fail": True}))
+    for i in range(20):
+        await bus.publish(Event("t", {"i": i, "fail": False}))
+    await wait_until(lambda: len(handled) == 20, 5.0, "the good ones handled")
+    await wait_until(lambda: _pending(bus) == failing, 2.0, "only the failing ones pending")
+    await bus.close(timeout=0.5)
+
+
+def _pending(bus: MemoryBus) -> int:
+    group = bus._topics["t"].groups["g"]
+    return len(group.counts) - len(group.returned)
+
+
+async def test_close_does_not_wait_for_a_handler_that_swallows_its_cancellation() -> None:
+    bus = create_memory_bus()
+    started = asyncio.Event()
+
+    async def stubborn(event: Event) -> None:
+        started.set()
+        for _ in range(100):
+            try:
+                await asyncio.sleep(0.1)
+            except asyncio.CancelledError:
+                continue  # swallowed: keeps running
+
+    subscription = await bus.subscribe("t", stubborn, group="g")
+    await bus.publish(Event("t", 1))
+    await started.wait()
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    await subscription.close(timeout=0.2)
+    assert loop.time() - begun < 2.5  # the timeout plus the cancellation grace
+    assert (await bus.stats("t", "g")).lag == 1  # given back, not acked
+
+
+async def test_subscribe_racing_close_never_leaves_a_live_subscription() -> None:
+    bus = create_memory_bus()
+
+    async def handler(event: Event) -> None: ...
+
+    subscribing = asyncio.create_task(bus.subscribe("t", handler, group="g"))
+    closing = asyncio.create_task(bus.close())
+    results = await asyncio.gather(subscribing, return_exceptions=True)
+    await closing
+    if isinstance(results[0], BaseException):
+        assert isinstance(results[0], BusClosedError)
+    else:
+        await results[0].close()
+    assert bus._subscriptions == set()
+
+
+async def test_a_received_id_and_timestamp_go_into_new_payloads() -> None:
+    """Handlers commonly put the event's id and time into follow-up events."""
+    bus = create_memory_bus()
+    follow_ups: list[Any] = []
+
+    async def handler(event: Event) -> None:
+        await bus.publish(Event("audit", {"caused_by": event.id, "at": event.timestamp}))
+
+    async def audit(event: Event) -> None:
+        follow_ups.append(event.payload)
+
+    await bus.subscribe("t", handler, group="g")
+    await bus.subscribe("audit", audit, group="a")
+    original = Event("t", 1)
+    await bus.publish(original)
+    await wait_until(lambda: len(follow_ups) == 1, 2.0, "the follow-up")
+    assert follow_ups[0]["caused_by"] == str(original.id)
+    await bus.close()
+
+
+async def test_a_datetime_subclass_timestamp_still_encodes() -> None:
+    from datetime import UTC, datetime
+
+    from dotmac.events import JsonCodec
+
+    class FrozenTime(datetime):
+        pass
+
+    moment = FrozenTime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    codec = JsonCodec()
+    event = Event("t", 1, timestamp=moment)
+    assert codec.decode(codec.encode(event)).timestamp == moment
+
+
+async def test_plain_handlers_see_context_and_refuse_a_time_limit() -> None:
+    import contextvars
+
+    from dotmac.events import ConfigurationError
+
+    request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rid", default=None)
+    bus = create_memory_bus()
+    seen: list[str | None] = []
+
+    async def tag(event: Event, call_next: Any) -> Any:
+        request_id.set("req-42")
+        return await call_next(event)
+
+    def handler(event: Event) -> None:
+        seen.append(request_id.get())
+
+    await bus.subscribe("t", handler, group="g", middleware=[tag])
+    await bus.publish(Event("t", 1))
+    await wait_until(lambda: seen == ["req-42"], 2.0, "the context in the thread")
+    with pytest.raises(ConfigurationError, match="handler_timeout"):
+        await run_consumer(bus, "t", handler, ConsumerOptions(handler_timeout=1.0), group="h")
+    await bus.close()

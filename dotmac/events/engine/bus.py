@@ -17,7 +17,7 @@ from typing import Any
 
 from dotmac.events.bus import EventBus, EventHandler, Subscription, SubscriptionSet
 from dotmac.events.codec import Codec, JsonCodec
-from dotmac.events.engine.calling import make_awaitable
+from dotmac.events.engine.calling import is_async_callable, make_awaitable
 from dotmac.events.engine.handling import REPLY_TO_HEADER
 from dotmac.events.engine.subscription import ReceiverSubscription
 from dotmac.events.errors import (
@@ -190,6 +190,12 @@ class TransportBus(EventBus):
             raise ConfigurationError("concurrency", f"must be an int >= 1, got {concurrency!r}")
         if not callable(handler):
             raise ConfigurationError("handler", f"must be callable, got {handler!r}")
+        if not is_async_callable(handler) and policy is not None and policy.handler_timeout:
+            raise ConfigurationError(
+                "handler_timeout",
+                "cannot limit a plain def handler: a thread cannot be stopped, so each retry "
+                "would run beside the one still going; make the handler async or drop the limit",
+            )
         call = make_awaitable(handler, self._handler_threads)
         chain = [*self._middleware, *middleware]
         group_name = group or f"private-{uuid.uuid4().hex}"
@@ -217,6 +223,9 @@ class TransportBus(EventBus):
     ) -> Subscription:
         prefetch = self._prefetch(concurrency)
         receiver = await self._open_receiver(topic, group, private=private, prefetch=prefetch)
+        if self._closing:  # close() began while the receiver was opening
+            await receiver.close()
+            raise BusClosedError(f"{self.adapter} bus is closed")
         subscription = ReceiverSubscription(
             receiver=receiver,
             topic=topic,

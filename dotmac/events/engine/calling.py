@@ -9,6 +9,7 @@ function, say) has that awaitable awaited on the loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
@@ -40,7 +41,10 @@ def make_awaitable(
         return handler
 
     async def in_thread(event: Event) -> Any:
-        result = await asyncio.get_running_loop().run_in_executor(threads(), handler, event)
+        context = contextvars.copy_context()  # middleware and tracing context reach the thread
+        result = await asyncio.get_running_loop().run_in_executor(
+            threads(), context.run, handler, event
+        )
         if inspect.isawaitable(result):
             result = await result
         return result

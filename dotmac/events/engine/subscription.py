@@ -37,6 +37,7 @@ __all__ = ["ReceiverSubscription"]
 logger = logging.getLogger("dotmac.events")
 
 _FETCH_ERROR_BACKOFF = ExponentialBackoff(base_ms=50, max_ms=5_000)
+_CANCEL_GRACE = 1.0  # seconds close() waits for cancelled tasks to finish
 _ACK_FLUSH_DELAY = 0.005  # seconds a finished message may wait for a read to carry its ack
 
 
@@ -100,6 +101,7 @@ class ReceiverSubscription(Subscription):
         self._room = asyncio.Event()
         self._ack_ready = asyncio.Event()
         self._fetching = False
+        self._parked = False
         self._refill_due = False  # a worker yields once so the next read overlaps its work
         self._stopping = False
         self._closed = False
@@ -127,7 +129,11 @@ class ReceiverSubscription(Subscription):
         while not self._stopping:
             if self._held > self._refill_at:
                 self._room.clear()
-                await self._room.wait()
+                self._parked = True  # no read in flight: the flush task sends acks meanwhile
+                try:
+                    await self._room.wait()
+                finally:
+                    self._parked = False
                 continue
             acks = self._take_finished()
             self._fetching = True
@@ -178,7 +184,7 @@ class ReceiverSubscription(Subscription):
             # A read in flight usually returns within a round trip and carries these acks with
             # the next one; only a read left waiting for messages needs a separate XACK.
             await asyncio.sleep(_ACK_FLUSH_DELAY)
-            if self._fetching and self._finished:
+            if (self._fetching or self._parked) and self._finished:
                 acks = self._take_finished()
                 try:
                     await self._receiver.ack(acks)
@@ -256,9 +262,15 @@ class ReceiverSubscription(Subscription):
         await asyncio.sleep(delay)
         try:
             fresh = await self._receiver.redeliver(delivery)
-        except Exception as exc:  # it stays unacked on the broker; recovery will find it
+        except Exception as exc:
+            # Give it back so another delivery (here or in another consumer) picks it up; a
+            # receiver still holding it would keep it from being claimed.
             self._report("redeliver", exc)
             fresh = None
+            try:
+                await self._receiver.release([delivery])
+            except Exception as again:  # it stays unacked on the broker; claims find it
+                self._report("release", again)
         finally:
             self._waiting.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
         if fresh is None or self._stopping:
@@ -317,7 +329,9 @@ class ReceiverSubscription(Subscription):
                 worker.cancel()
                 if interrupted is not None:
                     unhandled.append(interrupted)
-        await asyncio.gather(*self._workers, fetch_task, flush_task, return_exceptions=True)
+        # A handler that swallows its cancellation must not hold close() past a short grace;
+        # its delivery is already counted as unhandled and goes back unacked.
+        await asyncio.wait([*self._workers, fetch_task, flush_task], timeout=_CANCEL_GRACE)
         unhandled.extend(self._given_back)
         try:
             acks = self._take_finished()
