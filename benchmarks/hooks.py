@@ -3,8 +3,9 @@
 The same workload as the ``redis.consume_c1`` row, once with an observer and once without, so
 the hooks' share of the work is as large as it gets; a real handler makes it smaller.
 
-* prometheus: ``create_dotmac_observability_hooks(CollectorRegistry(), tracing=False)``, the
-  bundle users install (logging observer, in-process collector, Prometheus metrics).
+* prometheus: ``PrometheusObserver`` on its own registry (the metrics alone).
+* bundle: ``create_dotmac_observability_hooks(CollectorRegistry(), tracing=False)``, what most
+  users install (logging observer, in-process collector, Prometheus metrics).
 * otel api: ``TracingObserver()`` on the global tracer provider with no SDK installed, which is
   what a library user pays before configuring tracing.
 """
@@ -17,6 +18,7 @@ from benchmarks.common import Comparison, Row, Settings
 from benchmarks.redis_streams import ours_consume
 from dotmac.events import create_dotmac_observability_hooks
 from dotmac.events.observability.otel import TracingObserver
+from dotmac.events.observability.prometheus import PrometheusObserver
 
 __all__ = ["comparisons"]
 
@@ -24,13 +26,13 @@ NO_HOOKS = "the same bus and workload, no observer"
 
 
 def comparisons(s: Settings) -> list[Comparison]:
-    prometheus, otel = "hooks.prometheus", "hooks.otel_api"
+    prometheus, bundle, otel = "hooks.prometheus", "hooks.bundle", "hooks.otel_api"
     return [
         Comparison(
             rows=(
                 Row(
                     id=prometheus,
-                    path="redis consume c1 with create_dotmac_observability_hooks (Prometheus)",
+                    path="redis consume c1 with PrometheusObserver",
                     baseline=NO_HOOKS,
                     unit="ev/s",
                     target=(">=", 0.9),
@@ -40,9 +42,27 @@ def comparisons(s: Settings) -> list[Comparison]:
                 s,
                 prometheus,
                 s.consume_events,
-                observer=create_dotmac_observability_hooks(CollectorRegistry(), tracing=False),
+                observer=PrometheusObserver(registry=CollectorRegistry()),
             ),
             baseline=lambda: ours_consume(s, prometheus, s.consume_events),
+        ),
+        Comparison(
+            rows=(
+                Row(
+                    id=bundle,
+                    path="redis consume c1 with create_dotmac_observability_hooks",
+                    baseline=NO_HOOKS,
+                    unit="ev/s",
+                    target=(">=", 0.9),
+                ),
+            ),
+            ours=lambda: ours_consume(
+                s,
+                bundle,
+                s.consume_events,
+                observer=create_dotmac_observability_hooks(CollectorRegistry(), tracing=False),
+            ),
+            baseline=lambda: ours_consume(s, bundle, s.consume_events),
         ),
         Comparison(
             rows=(

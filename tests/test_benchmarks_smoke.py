@@ -32,6 +32,7 @@ CORE_ROWS = {
     "kafka.consume",
     "kafka.publish_many",
     "hooks.prometheus",
+    "hooks.bundle",
     "hooks.otel_api",
 }
 FASTSTREAM_ROWS = {"faststream.consume_c1", "faststream.publish_awaited"}
