@@ -211,3 +211,27 @@ async def test_bad_registrations_fail_at_declaration() -> None:
         router.handler("t", concurrency=0)(lambda event: None)
     with pytest.raises(ConfigurationError, match="routes"):
         await router.start(create_memory_bus())
+
+
+async def test_every_shutdown_hook_runs_even_when_one_fails() -> None:
+    router = EventRouter()
+    ran: list[str] = []
+
+    @router.handler(topic("hooks"), group="g")
+    async def handle(event: Event) -> None: ...
+
+    @router.on_shutdown
+    def first() -> None:
+        ran.append("first")
+        raise RuntimeError("first hook failed")
+
+    @router.on_shutdown
+    async def second() -> None:
+        ran.append("second")
+
+    bus = create_memory_bus()
+    await router.start(bus)
+    with pytest.raises(RuntimeError, match="first hook failed"):
+        await router.stop()
+    assert ran == ["first", "second"] and router.subscriptions == []
+    await bus.close()

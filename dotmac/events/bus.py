@@ -179,16 +179,21 @@ class EventBus(abc.ABC):
             raise ConfigurationError(
                 "handler", f"{name} was not declared with @event_handler(topic)"
             )
-        return [
-            await self.subscribe(
-                route.topics,
-                route.handler,
-                group=route.group,
-                concurrency=route.concurrency,
-                policy=route.policy,
-            )
-            for route in routes
-        ]
+        made: list[Subscription] = []
+        try:
+            for route in routes:
+                subscription = await self.subscribe(
+                    route.topics,
+                    route.handler,
+                    group=route.group,
+                    concurrency=route.concurrency,
+                    policy=route.policy,
+                )
+                made.append(subscription)
+        except BaseException:  # all or nothing, as EventRouter.start
+            await asyncio.gather(*(s.close() for s in made), return_exceptions=True)
+            raise
+        return made
 
     async def request(self, topic: str, payload: Any, *, timeout: float = 5.0) -> Any:
         """Publish ``payload`` and return the subscribed handler's return value.

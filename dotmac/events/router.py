@@ -106,8 +106,14 @@ class EventRouter(HandlerRegistry):
             await self._close_subscriptions(timeout)
         finally:
             self.bus = None
-            for hook in self._shutdown:
-                await _run(hook)
+            failures = []
+            for hook in self._shutdown:  # every hook runs, even after one failed
+                try:
+                    await _run(hook)
+                except Exception as exc:
+                    failures.append(exc)
+            if failures:
+                raise failures[0]
 
     async def _close_subscriptions(self, timeout: float | None) -> None:
         subscriptions, self._subscriptions = self._subscriptions, []
