@@ -18,6 +18,7 @@ EXPECTED = {
     "handle_user_created": "User created: {'user_id': 123",
     "calculate.sum": "Sum: 15",
     "prefetch_count=lots": "bus url refused:",
+    "lifespan(None)": "welcome ada@example.com",
     "tenant_required": "router stopped: [('user.created', 'ada@example.com'), "
     "('user.login', 'acme'), ('user.logout', 'acme')]",
     "negative amount": "[('Reject', 'negative amount', 1)]",
