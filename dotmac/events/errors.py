@@ -14,6 +14,7 @@ native errors in one place and raise one of these ``from`` the original.
     ├── UnsupportedOperation              the transport cannot do this             not retryable
     ├── CodecError                                                                not retryable
     │   ├── EncodeError (ValueError)      payload not JSON or failed its schema
+    │   │   └── ValidationError           payload does not match its topic's model
     │   └── DecodeError (ValueError)      bytes are not an event we can read
     ├── HandlerTimeout (TimeoutError)     a handler ran past its time limit        retryable
     ├── RequestTimeout (TimeoutError)     no reply to request() in time            retryable
@@ -42,6 +43,7 @@ __all__ = [
     "RetriesExhausted",
     "TransportError",
     "UnsupportedOperation",
+    "ValidationError",
 ]
 
 
@@ -90,6 +92,20 @@ class CodecError(EventBusError):
 
 class EncodeError(CodecError, ValueError):
     """The event cannot be encoded: a payload value is not JSON, or the schema rejected it."""
+
+
+class ValidationError(EncodeError):
+    """A payload does not match the schema registered for its topic (``register_schema``).
+
+    ``field`` is the path of the first bad field (``"items[0].qty"``), ``reason`` what is wrong
+    with it and ``schema`` the model's name. Not retryable: the same payload fails again.
+    """
+
+    def __init__(self, field: str, reason: str, schema: str) -> None:
+        self.field = field
+        self.reason = reason
+        self.schema = schema
+        super().__init__(f"payload does not match {schema}: {field}: {reason}")
 
 
 class DecodeError(CodecError, ValueError):

@@ -20,6 +20,7 @@ from dotmac.events.errors import (
     RetriesExhausted,
     TransportError,
     UnsupportedOperation,
+    ValidationError,
 )
 
 # (class, direct library parent, builtin mixin or None, retryable)
@@ -32,6 +33,7 @@ TREE: list[tuple[type[EventBusError], type[Exception], type[Exception] | None, b
     (UnsupportedOperation, EventBusError, None, False),
     (CodecError, EventBusError, None, False),
     (EncodeError, CodecError, ValueError, False),
+    (ValidationError, EncodeError, ValueError, False),
     (DecodeError, CodecError, ValueError, False),
     (HandlerTimeout, EventBusError, TimeoutError, True),
     (RequestTimeout, EventBusError, TimeoutError, True),

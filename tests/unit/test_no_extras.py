@@ -23,7 +23,9 @@ SCRIPT = textwrap.dedent(
     import importlib.util
     import sys
 
-    EXTRAS = ("redis", "aiokafka", "prometheus_client", "opentelemetry", "click", "rich")
+    EXTRAS = (
+        "redis", "aiokafka", "prometheus_client", "opentelemetry", "click", "rich", "pydantic",
+    )
     assert [m for m in EXTRAS if importlib.util.find_spec(m) is not None] == [], "not a bare venv"
 
     import dotmac.events

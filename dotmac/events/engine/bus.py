@@ -32,6 +32,7 @@ from dotmac.events.middleware import ConsumeMiddleware, PublishHook
 from dotmac.events.observability.observer import NoopObserver, Observer
 from dotmac.events.policy import FailurePolicy, RedeliverPolicy
 from dotmac.events.registry import topic_list
+from dotmac.events.schemas import SchemaCodec, TopicSchema, typed_handler
 from dotmac.events.transport import Receiver
 
 __all__ = ["HANDLER_THREADS", "TransportBus"]
@@ -59,6 +60,7 @@ class TransportBus(EventBus):
         self._observed = type(self.observer) is not NoopObserver
         self._middleware: list[ConsumeMiddleware] = []
         self._publish_hooks: list[PublishHook] = []
+        self._schemas: dict[str, TopicSchema] = {}
         self._threads: ThreadPoolExecutor | None = None
         self.close_timeout = close_timeout
         self._subscriptions: set[Subscription] = set()
@@ -116,6 +118,27 @@ class TransportBus(EventBus):
         if not callable(hook):
             raise ConfigurationError("hook", f"must be callable, got {hook!r}")
         self._publish_hooks.append(hook)
+
+    def register_schema(self, topic: str, model: type[Any]) -> None:
+        """Give ``topic`` a payload schema: a pydantic v2 model or a dataclass class.
+
+        From now on ``publish`` checks payloads for ``topic`` (raising ValidationError, which
+        names the field), dumps a model instance to JSON and sets ``metadata.schema_version``;
+        subscriptions to ``topic`` made from now on dead-letter payloads that do not match
+        (as a DecodeError) without calling the handler. Register before subscribing.
+
+        Raises:
+            ConfigurationError: ``model`` is neither a pydantic model nor a dataclass.
+        """
+        if not isinstance(topic, str) or not topic:
+            raise ConfigurationError("topic", f"must be a non-empty str, got {topic!r}")
+        if not self._schemas:  # an ordinary publish hook, run first: no cost until used
+            self._publish_hooks.insert(0, self._schema_checked)
+        self._schemas[topic] = TopicSchema(model)
+
+    def _schema_checked(self, event: Event) -> Event:
+        schema = self._schemas.get(event.topic)
+        return event if schema is None else schema.for_publish(event)
 
     def _hooked(self, event: Event) -> Event:
         for hook in self._publish_hooks:
@@ -196,14 +219,17 @@ class TransportBus(EventBus):
                 "cannot limit a plain def handler: a thread cannot be stopped, so each retry "
                 "would run beside the one still going; make the handler async or drop the limit",
             )
-        call = make_awaitable(handler, self._handler_threads)
+        typed = typed_handler(handler)
+        call = make_awaitable(handler if typed is None else typed[0], self._handler_threads)
         chain = [*self._middleware, *middleware]
         group_name = group or f"private-{uuid.uuid4().hex}"
         subscriptions: list[Subscription] = []
         try:
             for name in topics:
+                schema = self._schemas.get(name) if typed is None else typed[1]
+                codec = self.codec if schema is None else SchemaCodec(self.codec, schema)
                 one = await self._subscribe_one(
-                    name, call, group_name, group is None, concurrency, policy, chain
+                    name, call, group_name, group is None, concurrency, policy, chain, codec
                 )
                 subscriptions.append(one)
         except BaseException:
@@ -220,6 +246,7 @@ class TransportBus(EventBus):
         concurrency: int,
         policy: FailurePolicy | None,
         middleware: Sequence[ConsumeMiddleware],
+        codec: Codec | None = None,
     ) -> Subscription:
         prefetch = self._prefetch(concurrency)
         receiver = await self._open_receiver(topic, group, private=private, prefetch=prefetch)
@@ -235,7 +262,7 @@ class TransportBus(EventBus):
             concurrency=concurrency,
             capacity=prefetch,
             policy=policy or RedeliverPolicy(),
-            codec=self.codec,
+            codec=codec or self.codec,
             observer=self.observer,
             publish=self._publish,
             close_timeout=self.close_timeout,

@@ -1,0 +1,154 @@
+"""TopicSchema over pydantic models and dataclasses, typed handlers, and no pydantic at import."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from typing import Any
+
+import pydantic
+import pytest
+
+from dotmac.events.codec import JsonCodec
+from dotmac.events.errors import ConfigurationError, DecodeError, EncodeError, ValidationError
+from dotmac.events.event import Event, EventMetadata
+from dotmac.events.schemas import SchemaCodec, TopicSchema, typed_handler
+
+
+class Line(pydantic.BaseModel):
+    sku: str
+    qty: int
+
+
+class Order(pydantic.BaseModel):
+    __schema_version__ = "order.v2"
+    id: int
+    lines: list[Line] = []
+
+
+@dataclasses.dataclass
+class Item:
+    sku: str
+    qty: int
+
+
+@dataclasses.dataclass
+class Basket:
+    id: int
+    items: list[Item]
+    note: str | None = None
+    price: float = 0.0
+
+
+def test_pydantic_load_dump_and_version() -> None:
+    schema = TopicSchema(Order)
+    order = schema.load({"id": 1, "lines": [{"sku": "a", "qty": 2}]})
+    assert isinstance(order, Order) and order.lines[0].qty == 2
+    assert schema.dump(order) == {"id": 1, "lines": [{"sku": "a", "qty": 2}]}
+    assert schema.version == "order.v2"
+    assert TopicSchema(Line).version == "Line"
+
+
+def test_pydantic_error_names_the_field() -> None:
+    with pytest.raises(ValidationError) as info:
+        TopicSchema(Order).load({"id": 1, "lines": [{"sku": "a", "qty": "many"}]})
+    assert info.value.field == "lines.0.qty"
+    assert info.value.schema == "Order"
+    assert isinstance(info.value, EncodeError) and not info.value.retryable
+
+
+def test_dataclass_load_converts_nested_and_checks_types() -> None:
+    schema = TopicSchema(Basket)
+    basket = schema.load({"id": 7, "items": [{"sku": "x", "qty": 1}], "price": 3})
+    assert basket == Basket(id=7, items=[Item("x", 1)], price=3.0)
+    assert schema.dump(basket) == {
+        "id": 7,
+        "items": [{"sku": "x", "qty": 1}],
+        "note": None,
+        "price": 3.0,
+    }
+    assert schema.version == "Basket"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"items": []}, "id"),
+        ({"id": "7", "items": []}, "id"),
+        ({"id": True, "items": []}, "id"),
+        ({"id": 1, "items": [{"sku": "x", "qty": "1"}]}, "items[0].qty"),
+        ({"id": 1, "items": [], "colour": "red"}, "colour"),
+        ({"id": 1, "items": [], "note": 5}, "note"),
+        ([1, 2], "payload"),
+    ],
+)
+def test_dataclass_error_names_the_field(payload: Any, field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        TopicSchema(Basket).load(payload)
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_not_a_model_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):
+        TopicSchema(dict)
+    with pytest.raises(ConfigurationError):
+        TopicSchema(Event)
+
+
+def test_for_publish_dumps_instances_and_sets_schema_version() -> None:
+    schema = TopicSchema(Order)
+    event = schema.for_publish(Event("orders", Order(id=3), key="k"))
+    assert event.payload == {"id": 3, "lines": []}
+    assert event.key == "k"
+    assert event.metadata == EventMetadata(schema_version="order.v2")
+    kept = EventMetadata(correlation_id="c", schema_version="mine")
+    assert schema.for_publish(Event("orders", {"id": 1}, metadata=kept)).metadata == kept
+    with pytest.raises(ValidationError):
+        schema.for_publish(Event("orders", {"id": "x"}))
+    with pytest.raises(ValidationError):  # a dataclass instance is not checked when built
+        TopicSchema(Item).for_publish(Event("items", Item(sku="a", qty="2")))  # type: ignore[arg-type]
+
+
+def test_schema_codec_turns_a_bad_payload_into_a_decode_error() -> None:
+    codec = SchemaCodec(JsonCodec(), TopicSchema(Order))
+    good = codec.encode(Event("orders", {"id": 1}))
+    assert codec.decode(good).payload == {"id": 1}
+    with pytest.raises(DecodeError, match="id") as info:
+        codec.decode(codec.encode(Event("orders", {"id": "nope"})))
+    assert isinstance(info.value.__cause__, ValidationError)
+
+
+async def test_typed_handler_receives_the_model_and_optionally_the_event() -> None:
+    seen: list[Any] = []
+
+    async def only_order(order: Order) -> int:
+        seen.append(order)
+        return order.id
+
+    def with_event(item: Item, event: Event) -> None:
+        seen.append((item, event.topic))
+
+    async def plain(event: Event) -> None: ...
+
+    typed = typed_handler(only_order)
+    assert typed is not None and typed[1].model is Order
+    assert await typed[0](Event("o", {"id": 4})) == 4
+    typed = typed_handler(with_event)
+    assert typed is not None and typed[1].model is Item
+    typed[0](Event("i", {"sku": "s", "qty": 1}))
+    assert seen == [Order(id=4), (Item("s", 1), "i")]
+    assert typed_handler(plain) is None
+    assert typed_handler(lambda event: None) is None
+
+
+def test_import_dotmac_events_does_not_import_pydantic() -> None:
+    code = (
+        "import sys, dotmac.events, dotmac.events.schemas, dotmac.events.engine.bus;"
+        "assert 'pydantic' not in sys.modules, 'pydantic imported'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
