@@ -151,12 +151,20 @@ def typed_handler(handler: Callable[..., Any]) -> tuple[Callable[[Event], Any], 
             for p in inspect.signature(target).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
-        hints = typing.get_type_hints(target)
-    except (TypeError, ValueError, NameError):
+    except (TypeError, ValueError):
         return None
-    if not params or not is_schema_model(hints.get(params[0].name)):
+    if not params:
         return None
-    schema = TopicSchema(hints[params[0].name])
+    model: Any
+    try:
+        model = typing.get_type_hints(target).get(params[0].name)
+    except (NameError, TypeError):  # another annotation does not resolve: take this one as is
+        model = params[0].annotation
+        if isinstance(model, str):  # postponed: look the bare name up where it was written
+            model = getattr(inspect.unwrap(target), "__globals__", {}).get(model)
+    if not is_schema_model(model):
+        return None
+    schema = TopicSchema(model)
     load = schema.load
     with_event = len(params) >= 2
     call: Callable[[Event], Any]

@@ -140,6 +140,11 @@ async def test_typed_handler_receives_the_model_and_optionally_the_event() -> No
     typed[0](Event("i", {"sku": "s", "qty": 1}))
     assert seen == [Order(id=4), (Item("s", 1), "i")]
     assert typed_handler(plain) is None
+
+    async def odd(order: Order, event: NotDefinedAnywhere) -> None: ...  # type: ignore[name-defined]  # noqa: F821
+
+    typed = typed_handler(odd)  # the second annotation does not resolve; the first still counts
+    assert typed is not None and typed[1].model is Order
     assert typed_handler(lambda event: None) is None
 
 
@@ -152,3 +157,48 @@ def test_import_dotmac_events_does_not_import_pydantic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+WITHOUT_PYDANTIC = """
+import asyncio, dataclasses, sys
+sys.modules["pydantic"] = None  # importing it now raises ImportError
+from dotmac.events import Event, create_memory_bus
+from dotmac.events.errors import ValidationError
+
+@dataclasses.dataclass
+class Ping:
+    n: int
+
+async def main():
+    got = []
+    async with create_memory_bus() as bus:
+        bus.register_schema("ping", Ping)
+        async def on_ping(ping: Ping) -> None:
+            got.append(ping)
+        await bus.subscribe("ping", on_ping)
+        try:
+            await bus.publish(Event("ping", {"n": "one"}))
+        except ValidationError as exc:
+            assert exc.field == "n", exc
+        else:
+            raise AssertionError("published an invalid payload")
+        await bus.publish(Event("ping", Ping(2)))
+        while not got:
+            await asyncio.sleep(0.01)
+    assert got == [Ping(2)], got
+    print("OK")
+
+asyncio.run(main())
+"""
+
+
+def test_dataclass_schemas_work_without_pydantic() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PYDANTIC],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "OK"
