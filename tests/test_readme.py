@@ -19,6 +19,7 @@ EXPECTED = {
     "calculate.sum": "Sum: 15",
     "prefetch_count=lots": "bus url refused:",
     "lifespan(None)": "welcome ada@example.com",
+    "OrderPlaced": "ship order 7 (order-placed.v1)",
     "tenant_required": "router stopped: [('user.created', 'ada@example.com'), "
     "('user.login', 'acme'), ('user.logout', 'acme')]",
     "negative amount": "[('Reject', 'negative amount', 1)]",

@@ -48,6 +48,7 @@ from dotmac.events.errors import (
     RetriesExhausted,
     TransportError,
     UnsupportedOperation,
+    ValidationError,
 )
 from dotmac.events.event import DeliveryInfo, Event, EventMetadata
 from dotmac.events.middleware import CallNext, ConsumeMiddleware, PublishHook
@@ -139,6 +140,7 @@ __all__ = [
     "SubscriptionSet",
     "TransportError",
     "UnsupportedOperation",
+    "ValidationError",
     "alert_on_dlq_entry",
     "create_bus",
     "create_default_hooks",

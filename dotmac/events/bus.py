@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -39,9 +39,10 @@ __all__ = [
     "SubscriptionSet",
 ]
 
-EventHandler = Callable[[Event], Awaitable[Any]] | Callable[[Event], Any]
-"""A callable taking an Event: ``async def`` (run on the event loop) or plain ``def`` (run in
-the bus's bounded pool of worker threads). Its return value is the reply to ``request()``."""
+EventHandler = Callable[..., Any]
+"""A callable taking an Event (or, for a topic with a schema, the typed payload and optionally
+the Event): ``async def`` runs on the event loop, plain ``def`` in the bus's bounded pool of
+worker threads. Its return value is the reply to ``request()``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
