@@ -109,8 +109,10 @@ class _Samples:
         self.total += value
         self.recent.append(value)
 
-    def average_ms(self) -> float | None:
-        return None if self.count == 0 else self.total / self.count * 1000
+    def average_ms(self, count: int) -> float | None:
+        """The average of the ``count`` values added (ObservabilityHooks' fused path adds to
+        ``total`` without counting: the topic's call counts say how many)."""
+        return None if count == 0 else self.total / count * 1000
 
     def p99_ms(self) -> float | None:
         if not self.recent:
@@ -124,6 +126,7 @@ class _Topic:
         "buckets",
         "consume",
         "consumed",
+        "current",
         "dead_lettered",
         "failed",
         "idle",
@@ -131,6 +134,7 @@ class _Topic:
         "publish_errors",
         "published",
         "retried",
+        "until",
         "window",
     )
 
@@ -146,6 +150,10 @@ class _Topic:
         self.consume = _Samples(samples)
         self.publish = _Samples(samples)
         self.buckets: deque[list[int]] = deque()  # [second, handler calls]
+        # For ObservabilityHooks' fused path: a bucket it counted into, and the clock reading
+        # before which that bucket is still the current second's.
+        self.current: list[int] = [0, 0]
+        self.until = -math.inf
 
 
 class _Timer(Timed[T, _Topic]):
@@ -218,6 +226,9 @@ class MetricsCollector:
         self.max_samples = max_samples
         self.window = window
         self._topics: dict[str, _Topic] = {}
+        # Caches others keep of this collector's topics (ObservabilityHooks' fused path); reset()
+        # empties them with _topics.
+        self._topic_caches: list[dict[Any, Any]] = []
         self._errors = 0
         self._started = time.perf_counter()
 
@@ -295,9 +306,9 @@ class MetricsCollector:
                 retried=t.retried,
                 dead_lettered=t.dead_lettered,
                 success_rate=t.consumed / calls if calls else None,
-                avg_latency_ms=t.consume.average_ms(),
+                avg_latency_ms=t.consume.average_ms(calls),
                 p99_latency_ms=t.consume.p99_ms(),
-                publish_avg_latency_ms=t.publish.average_ms(),
+                publish_avg_latency_ms=t.publish.average_ms(t.published + t.publish_errors),
                 publish_p99_latency_ms=t.publish.p99_ms(),
                 throughput=self._throughput(t, now),
             )
@@ -319,5 +330,7 @@ class MetricsCollector:
     def reset(self) -> None:
         """Forget everything seen so far."""
         self._topics.clear()
+        for cache in self._topic_caches:
+            cache.clear()
         self._errors = 0
         self._started = time.perf_counter()

@@ -9,10 +9,15 @@ when called, so ``import dotmac.events`` stays free of them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
+from time import perf_counter
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from dotmac.events.observability.collector import MetricsCollector
+from dotmac.events.event import Event
+from dotmac.events.observability.collector import MetricsCollector, _Topic
 from dotmac.events.observability.logs import LoggingObserver
 from dotmac.events.observability.observer import CompositeObserver, Observer
 
@@ -26,8 +31,353 @@ if TYPE_CHECKING:
 __all__ = ["ObservabilityHooks", "create_default_hooks", "create_dotmac_observability_hooks"]
 
 
+_NO_HEADERS: Mapping[str, str] = {}
+_NO_LOG = {logging.DEBUG: False}
+_CACHE_LIMIT = 4096
+"""Routes remembered per direction; private groups and inboxes have random names, so past this
+the cache starts over."""
+
+
+# The calls' __enter__: C callables without __get__, so ``with`` calls them with no arguments
+# and gets their constant back, without a Python frame per message. The clock is read when the
+# call is handed out instead, which is right before the engine enters it.
+_ENTER_CONSUMING: Callable[[], None] = repeat(None).__next__
+_ENTER_PUBLISHING: Callable[[], Mapping[str, str]] = repeat(_NO_HEADERS).__next__
+
+
+class _NoSeries:
+    """Stands for prometheus_client's fast series class when Prometheus is not in the bundle."""
+
+
+class _Route:
+    """Where the calls of one label set go: the collector's topic, the Prometheus series (None
+    without Prometheus) and what the log line names. Found once and cached."""
+
+    __slots__ = (
+        "adapter",
+        "consuming",
+        "fast",
+        "group",
+        "idle",
+        "levels",
+        "log",
+        "series",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        topic: _Topic,
+        series: Any,
+        fast: bool,
+        log: LoggingObserver | None,
+        group: str,
+        adapter: str,
+    ) -> None:
+        self.topic = topic
+        self.series = series
+        self.fast = fast  # series is a plain _Series, recorded inline (not multiprocess mode)
+        self.consuming: type[_FusedConsuming] = _FusedConsuming if fast else _FusedConsumingAny
+        self.log = log
+        # The logger's own cache of isEnabledFor() answers (CPython's Logger._cache: filled by
+        # isEnabledFor, emptied in place when levels change): DEBUG is off when it says False.
+        # An empty dict where there is none (isEnabledFor is asked each time); without a
+        # LoggingObserver, one that always says off.
+        levels: dict[int, bool] | None = None if log is None else getattr(log.logger, "_cache", {})
+        self.levels = _NO_LOG if levels is None else levels
+        self.group = group
+        self.adapter = adapter
+        self.idle: Any = None  # a finished call, reused by the next call on this route
+
+
+def _next_second(topic: _Topic, now: float) -> None:
+    """Count a handler call into the throughput bucket of ``int(now)`` (the collector's own
+    bookkeeping), and remember that bucket for the calls in the same second."""
+    second = int(now)
+    buckets = topic.buckets
+    if buckets and buckets[-1][0] == second:
+        current = buckets[-1]
+        current[1] += 1
+    else:
+        current = [second, 1]
+        buckets.append(current)
+        while buckets[0][0] <= second - topic.window:
+            buckets.popleft()
+    topic.current = current
+    topic.until = second + 1
+
+
+class _FusedConsuming:
+    """One handler call for logging, the collector and Prometheus at once: the clock is read on
+    entry and on exit, and the elapsed time and outcome go to each as their own context managers
+    would have recorded them. Made without an ``__init__`` and reused once exited.
+
+    This class serves routes with a plain Prometheus series (recorded inline);
+    _FusedConsumingAny the others (no Prometheus, or its multiprocess mode)."""
+
+    __slots__ = ("event", "route", "start")
+    event: Event
+    route: _Route
+    start: float  # read by consuming(), right before the engine enters the call
+
+    __enter__ = _ENTER_CONSUMING
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        now = perf_counter()
+        elapsed = now - self.start
+        route = self.route
+        series = route.series  # prometheus _Series.record, inlined
+        series.buckets[bisect_left(series.bounds, elapsed)] += 1
+        series.total += elapsed
+        topic = route.topic
+        if exc is None:
+            series.succeeded += 1
+            topic.consumed += 1
+        elif isinstance(exc, Exception):
+            series.failed += 1
+            topic.failed += 1
+        else:
+            # Cancelled by close: the message goes back unacked. Not a handler outcome for the
+            # collector, and LoggingObserver logs nothing for it.
+            series.cancelled += 1
+            route.idle = self
+            return
+        samples = topic.consume  # the collector's _Handling, inlined (its average divides by
+        samples.total += elapsed  # consumed + failed, so the sample count is not kept here)
+        samples.recent.append(elapsed)
+        if now < topic.until:  # still the second of the last throughput bucket counted into
+            topic.current[1] += 1
+        else:
+            _next_second(topic, now)
+        if route.levels.get(10) is not False:  # 10: logging.DEBUG, a constant load
+            _log_consumed(route, elapsed, exc, self.event)
+        route.idle = self
+
+
+class _FusedConsumingAny(_FusedConsuming):
+    __slots__ = ()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        now = perf_counter()
+        elapsed = now - self.start
+        route = self.route
+        if route.series is not None:
+            route.series.record(elapsed, exc)
+        if exc is None or isinstance(exc, Exception):
+            topic = route.topic
+            if exc is None:
+                topic.consumed += 1
+            else:
+                topic.failed += 1
+            topic.consume.total += elapsed
+            topic.consume.recent.append(elapsed)
+            if now < topic.until:
+                topic.current[1] += 1
+            else:
+                _next_second(topic, now)
+            if route.levels.get(10) is not False:
+                _log_consumed(route, elapsed, exc, self.event)
+        route.idle = self
+
+
+def _log_consumed(route: _Route, elapsed: float, exc: BaseException | None, event: Event) -> None:
+    """The LoggingObserver's part, when its logger's cache does not say DEBUG is off."""
+    log = route.log
+    if log is not None and log.logger.isEnabledFor(logging.DEBUG):
+        log._consumed(elapsed, exc, event, route.group, route.adapter)
+
+
+class _FusedPublishing:
+    """One publish for logging, the collector and Prometheus at once (see _FusedConsuming)."""
+
+    __slots__ = ("event", "route", "start")
+    event: Event
+    route: _Route
+    start: float  # read by publishing(), right before the engine enters the call
+
+    __enter__ = _ENTER_PUBLISHING
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        elapsed = perf_counter() - self.start
+        route = self.route
+        series = route.series
+        if route.fast:
+            series.buckets[bisect_left(series.bounds, elapsed)] += 1
+            series.total += elapsed
+            if exc is None:
+                series.succeeded += 1
+            elif isinstance(exc, Exception):
+                series.failed += 1
+            else:
+                series.cancelled += 1
+        elif series is not None:
+            series.record(elapsed, exc)
+        topic = route.topic  # the collector's _published, inlined
+        topic.publish.add(elapsed)
+        if exc is None:
+            topic.published += 1
+        else:
+            topic.publish_errors += 1
+        log = route.log
+        if log is not None and (exc is not None or log.logger.isEnabledFor(logging.DEBUG)):
+            log._published(elapsed, exc, self.event, route.adapter)
+        route.idle = self
+
+
+class _Fused:
+    """An Observer doing the publish and handler-call work of a LoggingObserver (or none), a
+    MetricsCollector and a PrometheusObserver (or none) in one context manager per call.
+    Retries, dead letters and errors are not its business: ObservabilityHooks sends those to
+    the parts themselves."""
+
+    def __init__(
+        self,
+        logging_observer: LoggingObserver | None,
+        collector: MetricsCollector,
+        prometheus: PrometheusObserver | None,
+    ) -> None:
+        self._log = logging_observer
+        self._collector = collector
+        self._prometheus = prometheus
+        self._tenant = prometheus is not None and prometheus.tenant_label
+        self._fast_series: type[Any] = _NoSeries
+        if prometheus is not None:
+            from dotmac.events.observability.prometheus import _Series
+
+            self._fast_series = _Series
+        self._consume_routes: dict[tuple[Any, ...], _Route] = {}
+        self._publish_routes: dict[tuple[Any, ...], _Route] = {}
+        # The collector's reset() forgets its topics; the routes holding them go with them.
+        collector._topic_caches += (self._consume_routes, self._publish_routes)
+
+    def _route(
+        self,
+        routes: dict[tuple[Any, ...], _Route],
+        key: tuple[Any, ...],
+        topic: _Topic,
+        series: Any,
+        group: str,
+        adapter: str,
+    ) -> _Route:
+        route = _Route(topic, series, type(series) is self._fast_series, self._log, group, adapter)
+        if len(routes) >= _CACHE_LIMIT:
+            routes.clear()
+        routes[key] = route
+        return route
+
+    def publishing(self, event: Event, *, adapter: str) -> _FusedPublishing:
+        if self._tenant:
+            key: tuple[Any, ...] = (event.topic, adapter, event.tenant_id)
+        else:
+            key = (event.topic, adapter)
+        route = self._publish_routes.get(key)
+        if route is None:
+            prometheus = self._prometheus
+            series = None if prometheus is None else prometheus._publish_series(event, adapter)
+            topic = self._collector._topic(event.topic)
+            route = self._route(self._publish_routes, key, topic, series, "", adapter)
+        call = route.idle
+        if call is None:
+            call = _FusedPublishing()
+            call.route = route
+        else:
+            route.idle = None
+        call.event = event
+        call.start = perf_counter()
+        return call  # type: ignore[no-any-return]
+
+    def consuming(self, event: Event, *, group: str, adapter: str) -> _FusedConsuming:
+        if self._tenant:
+            key: tuple[Any, ...] = (event.topic, adapter, group, event.tenant_id)
+        else:
+            key = (event.topic, adapter, group)
+        route = self._consume_routes.get(key)
+        if route is None:
+            prometheus = self._prometheus
+            series = (
+                None if prometheus is None else prometheus._consume_series(event, group, adapter)
+            )
+            topic = self._collector._topic(event.topic)
+            route = self._route(self._consume_routes, key, topic, series, group, adapter)
+        call = route.idle
+        if call is None:
+            call = route.consuming()
+            call.route = route
+        else:
+            route.idle = None
+        call.event = event
+        call.start = perf_counter()
+        return call  # type: ignore[no-any-return]
+
+    def retried(
+        self,
+        event: Event,
+        *,
+        group: str,
+        adapter: str,
+        attempt: int,
+        delay: float,
+        error: BaseException,
+    ) -> None:
+        return None
+
+    def dead_lettered(
+        self,
+        topic: str,
+        *,
+        group: str,
+        adapter: str,
+        dlq_topic: str,
+        attempts: int,
+        error: BaseException,
+        event: Event | None,
+    ) -> None:
+        return None
+
+    def error(self, topic: str, *, adapter: str, where: str, error: BaseException) -> None:
+        return None
+
+
+def _fusable(
+    logging_observer: LoggingObserver | None,
+    collector: MetricsCollector | None,
+    prometheus: PrometheusObserver | None,
+) -> bool:
+    """The parts are the stock classes (a subclass may time or record differently)."""
+    if collector is None or type(collector) is not MetricsCollector:
+        return False
+    if logging_observer is not None and type(logging_observer) is not LoggingObserver:
+        return False
+    if prometheus is not None:
+        from dotmac.events.observability.prometheus import PrometheusObserver
+
+        if type(prometheus) is not PrometheusObserver:
+            return False
+    return True
+
+
 class ObservabilityHooks(CompositeObserver):
-    """A CompositeObserver that keeps its parts at hand: ``hooks.collector.report()``."""
+    """A CompositeObserver that keeps its parts at hand: ``hooks.collector.report()``.
+
+    When the parts are the stock LoggingObserver, MetricsCollector and PrometheusObserver,
+    publishes and handler calls do their three parts' work in one context manager (one clock
+    reading on entry and one on exit); what each part records is the same.
+    """
 
     def __init__(
         self,
@@ -41,6 +391,15 @@ class ObservabilityHooks(CompositeObserver):
         # Tracing first, so the other observers run inside the current span.
         parts: list[Any] = [tracing, logging_observer, collector, prometheus, *extra]
         super().__init__([p for p in parts if p is not None])
+        if collector is not None and _fusable(logging_observer, collector, prometheus):
+            fused = _Fused(logging_observer, collector, prometheus)
+            hot: Any = fused
+            if tracing is not None or extra:
+                hot = CompositeObserver([p for p in (tracing, fused, *extra) if p is not None])
+            # Instance attributes shadow CompositeObserver's methods: the engine calls these
+            # on every publish and handler call. retried() and friends still reach every part.
+            self.publishing = hot.publishing  # type: ignore[method-assign]
+            self.consuming = hot.consuming  # type: ignore[method-assign]
         self.logging = logging_observer
         self.collector = collector
         self.prometheus = prometheus

@@ -533,6 +533,20 @@ class PrometheusObserver:
             series.idle = None
         return call  # type: ignore[no-any-return]
 
+    def _publish_series(self, event: Event, adapter: str) -> _Series:
+        """The series ``publishing()`` records into (for ObservabilityHooks' fused path)."""
+        call = self.publishing(event, adapter=adapter)
+        series = call.series
+        series.idle = call
+        return series
+
+    def _consume_series(self, event: Event, group: str, adapter: str) -> _Series:
+        """The series ``consuming()`` records into (for ObservabilityHooks' fused path)."""
+        call = self.consuming(event, group=group, adapter=adapter)
+        series = call.series
+        series.idle = call
+        return series
+
     def _count(
         self, counter: Counter, topic: str, adapter: str, group: str, event: Event | None
     ) -> None:
