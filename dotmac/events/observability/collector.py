@@ -126,10 +126,10 @@ class _Topic:
         "buckets",
         "consume",
         "consumed",
-        "current",
         "dead_lettered",
         "failed",
         "idle",
+        "mark",
         "publish",
         "publish_errors",
         "published",
@@ -149,11 +149,11 @@ class _Topic:
         self.dead_lettered = 0
         self.consume = _Samples(samples)
         self.publish = _Samples(samples)
-        self.buckets: deque[list[int]] = deque()  # [second, handler calls]
-        # For ObservabilityHooks' fused path: a bucket it counted into, and the clock reading
-        # before which that bucket is still the current second's.
-        self.current: list[int] = [0, 0]
-        self.until = -math.inf
+        # [second, handler calls]; the last bucket's count is not kept up to date: it is
+        # consumed + failed - mark (see _roll), so a handler call only compares the clock.
+        self.buckets: deque[list[int]] = deque()
+        self.mark = 0  # consumed + failed when the last bucket was opened
+        self.until = -math.inf  # the clock reading from which the last bucket is past
 
 
 class _Timer(Timed[T, _Topic]):
@@ -189,19 +189,28 @@ class _Handling:
         topic.idle = self
         if exc is not None and not isinstance(exc, Exception):
             return  # cancelled by close: the message goes back unacked, not a handler outcome
+        if now >= topic.until:
+            _roll(topic, now)
         topic.consume.add(now - self.start)
         if exc is None:
             topic.consumed += 1
         else:
             topic.failed += 1
-        second = int(now)
-        buckets = topic.buckets
-        if buckets and buckets[-1][0] == second:
-            buckets[-1][1] += 1
-        else:
-            buckets.append([second, 1])
-            while buckets[0][0] <= second - topic.window:
-                buckets.popleft()
+
+
+def _roll(topic: _Topic, now: float) -> None:
+    """Open the throughput bucket of ``int(now)``: call before counting a handler call made in a
+    later second than the last bucket's. The last bucket's count becomes final."""
+    calls = topic.consumed + topic.failed
+    buckets = topic.buckets
+    if buckets:
+        buckets[-1][1] = calls - topic.mark
+    topic.mark = calls
+    second = int(now)
+    buckets.append([second, 0])
+    while buckets[0][0] <= second - topic.window:
+        buckets.popleft()
+    topic.until = second + 1
 
 
 def _published(elapsed: float, exc: BaseException | None, topic: _Topic) -> None:
@@ -287,7 +296,13 @@ class MetricsCollector:
 
     def _throughput(self, topic: _Topic, now: float) -> float:
         horizon = now - self.window
-        calls = sum(n for second, n in topic.buckets if second + 1 > horizon)
+        buckets = topic.buckets
+        live = topic.consumed + topic.failed - topic.mark  # the last bucket's count
+        calls = sum(
+            live if i == len(buckets) - 1 else n
+            for i, (second, n) in enumerate(buckets)
+            if second + 1 > horizon
+        )
         span = min(self.window, max(now - self._started, 1.0))
         return calls / span
 

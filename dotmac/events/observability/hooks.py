@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from dotmac.events.event import Event
-from dotmac.events.observability.collector import MetricsCollector, _Topic
+from dotmac.events.observability.collector import MetricsCollector, _roll, _Topic
 from dotmac.events.observability.logs import LoggingObserver
 from dotmac.events.observability.observer import CompositeObserver, Observer
 
@@ -59,6 +59,7 @@ class _Route:
         "fast",
         "group",
         "idle",
+        "latency",
         "levels",
         "log",
         "series",
@@ -75,6 +76,7 @@ class _Route:
         adapter: str,
     ) -> None:
         self.topic = topic
+        self.latency = topic.consume.recent.append  # the collector's recent handler durations
         self.series = series
         self.fast = fast  # series is a plain _Series, recorded inline (not multiprocess mode)
         self.consuming: type[_FusedConsuming] = _FusedConsuming if fast else _FusedConsumingAny
@@ -88,23 +90,6 @@ class _Route:
         self.group = group
         self.adapter = adapter
         self.idle: Any = None  # a finished call, reused by the next call on this route
-
-
-def _next_second(topic: _Topic, now: float) -> None:
-    """Count a handler call into the throughput bucket of ``int(now)`` (the collector's own
-    bookkeeping), and remember that bucket for the calls in the same second."""
-    second = int(now)
-    buckets = topic.buckets
-    if buckets and buckets[-1][0] == second:
-        current = buckets[-1]
-        current[1] += 1
-    else:
-        current = [second, 1]
-        buckets.append(current)
-        while buckets[0][0] <= second - topic.window:
-            buckets.popleft()
-    topic.current = current
-    topic.until = second + 1
 
 
 class _FusedConsuming:
@@ -135,6 +120,8 @@ class _FusedConsuming:
         series.buckets[bisect_left(series.bounds, elapsed)] += 1
         series.total += elapsed
         topic = route.topic
+        if now >= topic.until:  # the collector's throughput: a new second's bucket
+            _roll(topic, now)
         if exc is None:
             series.succeeded += 1
             topic.consumed += 1
@@ -147,14 +134,15 @@ class _FusedConsuming:
             series.cancelled += 1
             route.idle = self
             return
-        samples = topic.consume  # the collector's _Handling, inlined (its average divides by
-        samples.total += elapsed  # consumed + failed, so the sample count is not kept here)
-        samples.recent.append(elapsed)
-        if now < topic.until:  # still the second of the last throughput bucket counted into
-            topic.current[1] += 1
-        else:
-            _next_second(topic, now)
-        if route.levels.get(10) is not False:  # 10: logging.DEBUG, a constant load
+        # The collector's _Handling, inlined (its average divides by consumed + failed, so the
+        # sample count is not kept here).
+        topic.consume.total += elapsed
+        route.latency(elapsed)
+        try:  # 10: logging.DEBUG, a constant load
+            debug = route.levels[10]
+        except KeyError:  # not cached (levels just changed): the slow path asks the logger
+            debug = True
+        if debug:
             _log_consumed(route, elapsed, exc, self.event)
         route.idle = self
 
@@ -175,17 +163,15 @@ class _FusedConsumingAny(_FusedConsuming):
             route.series.record(elapsed, exc)
         if exc is None or isinstance(exc, Exception):
             topic = route.topic
+            if now >= topic.until:
+                _roll(topic, now)
             if exc is None:
                 topic.consumed += 1
             else:
                 topic.failed += 1
             topic.consume.total += elapsed
-            topic.consume.recent.append(elapsed)
-            if now < topic.until:
-                topic.current[1] += 1
-            else:
-                _next_second(topic, now)
-            if route.levels.get(10) is not False:
+            route.latency(elapsed)
+            if route.levels.get(logging.DEBUG) is not False:
                 _log_consumed(route, elapsed, exc, self.event)
         route.idle = self
 
