@@ -76,7 +76,8 @@ class _Route:
         adapter: str,
     ) -> None:
         self.topic = topic
-        self.latency = topic.consume.recent.append  # the collector's recent handler durations
+        # The collector's recent handler durations (unused by publishing routes).
+        self.latency = topic.consume.recent.append
         self.series = series
         self.fast = fast  # series is a plain _Series, recorded inline (not multiprocess mode)
         self.consuming: type[_FusedConsuming] = _FusedConsuming if fast else _FusedConsumingAny
@@ -93,9 +94,10 @@ class _Route:
 
 
 class _FusedConsuming:
-    """One handler call for logging, the collector and Prometheus at once: the clock is read on
-    entry and on exit, and the elapsed time and outcome go to each as their own context managers
-    would have recorded them. Made without an ``__init__`` and reused once exited.
+    """One handler call for logging, the collector and Prometheus at once: the clock is read as
+    the call is handed out (right before the engine enters it) and on exit, and the elapsed time
+    and outcome go to each part as its own context manager would have recorded them. Made
+    without an ``__init__`` and reused once exited (a call in progress is never reused).
 
     This class serves routes with a plain Prometheus series (recorded inline);
     _FusedConsumingAny the others (no Prometheus, or its multiprocess mode)."""
