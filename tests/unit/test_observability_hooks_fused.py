@@ -253,3 +253,27 @@ class _Record:
 
     def __exit__(self, *exc: object) -> None:
         self.seen.append(f"{self.name} exit")
+
+
+async def test_the_fused_bundle_works_under_exit_stack_as_publish_many_uses_it() -> None:
+    """publish_many enters one publishing() per event through contextlib.ExitStack, which
+    calls type(cm).__enter__(cm): the fused calls must be ordinary context managers."""
+    from prometheus_client import CollectorRegistry
+
+    from dotmac.events import Event, create_dotmac_observability_hooks, create_memory_bus
+
+    hooks = create_dotmac_observability_hooks(CollectorRegistry(), tracing=False)
+    bus = create_memory_bus(observer=hooks)
+    seen: list[int] = []
+
+    async def handle(event: Event) -> None:
+        seen.append(event.payload)
+
+    await bus.subscribe("t", handle, group="g")
+    await bus.publish_many([Event("t", n) for n in range(5)])
+    for _ in range(200):
+        if len(seen) == 5:
+            break
+        await asyncio.sleep(0.01)
+    await bus.close()
+    assert sorted(seen) == [0, 1, 2, 3, 4]

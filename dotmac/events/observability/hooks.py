@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
-from itertools import repeat
+from collections.abc import Mapping, Sequence
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -36,13 +35,6 @@ _NO_LOG = {logging.DEBUG: False}
 _CACHE_LIMIT = 4096
 """Routes remembered per direction; private groups and inboxes have random names, so past this
 the cache starts over."""
-
-
-# The calls' __enter__: C callables without __get__, so ``with`` calls them with no arguments
-# and gets their constant back, without a Python frame per message. The clock is read when the
-# call is handed out instead, which is right before the engine enters it.
-_ENTER_CONSUMING: Callable[[], None] = repeat(None).__next__
-_ENTER_PUBLISHING: Callable[[], Mapping[str, str]] = repeat(_NO_HEADERS).__next__
 
 
 class _NoSeries:
@@ -107,7 +99,8 @@ class _FusedConsuming:
     route: _Route
     start: float  # read by consuming(), right before the engine enters the call
 
-    __enter__ = _ENTER_CONSUMING
+    def __enter__(self) -> None:
+        return None  # the clock was read when the call was handed out
 
     def __exit__(
         self,
@@ -193,7 +186,8 @@ class _FusedPublishing:
     route: _Route
     start: float  # read by publishing(), right before the engine enters the call
 
-    __enter__ = _ENTER_PUBLISHING
+    def __enter__(self) -> Mapping[str, str]:
+        return _NO_HEADERS  # the clock was read when the call was handed out
 
     def __exit__(
         self,
