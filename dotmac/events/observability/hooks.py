@@ -9,7 +9,6 @@ when called, so ``import dotmac.events`` stays free of them.
 from __future__ import annotations
 
 import logging
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from time import perf_counter
 from types import TracebackType
@@ -37,10 +36,6 @@ _CACHE_LIMIT = 4096
 the cache starts over."""
 
 
-class _NoSeries:
-    """Stands for prometheus_client's fast series class when Prometheus is not in the bundle."""
-
-
 class _Route:
     """Where the calls of one label set go: the collector's topic, the Prometheus series (None
     without Prometheus) and what the log line names. Found once and cached."""
@@ -48,7 +43,6 @@ class _Route:
     __slots__ = (
         "adapter",
         "consuming",
-        "fast",
         "group",
         "idle",
         "latency",
@@ -62,7 +56,6 @@ class _Route:
         self,
         topic: _Topic,
         series: Any,
-        fast: bool,
         log: LoggingObserver | None,
         group: str,
         adapter: str,
@@ -71,8 +64,6 @@ class _Route:
         # The collector's recent handler durations (unused by publishing routes).
         self.latency = topic.consume.recent.append
         self.series = series
-        self.fast = fast  # series is a plain _Series, recorded inline (not multiprocess mode)
-        self.consuming: type[_FusedConsuming] = _FusedConsuming if fast else _FusedConsumingAny
         self.log = log
         # The logger's own cache of isEnabledFor() answers (CPython's Logger._cache: filled by
         # isEnabledFor, emptied in place when levels change): DEBUG is off when it says False.
@@ -91,8 +82,8 @@ class _FusedConsuming:
     and outcome go to each part as its own context manager would have recorded them. Made
     without an ``__init__`` and reused once exited (a call in progress is never reused).
 
-    This class serves routes with a plain Prometheus series (recorded inline);
-    _FusedConsumingAny the others (no Prometheus, or its multiprocess mode)."""
+    Each part records through its own code (the Prometheus series, the collector's topic), so
+    this class holds no copy of their bookkeeping."""
 
     __slots__ = ("event", "route", "start")
     event: Event
@@ -101,49 +92,6 @@ class _FusedConsuming:
 
     def __enter__(self) -> None:
         return None  # the clock was read when the call was handed out
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        now = perf_counter()
-        elapsed = now - self.start
-        route = self.route
-        series = route.series  # prometheus _Series.record, inlined
-        series.buckets[bisect_left(series.bounds, elapsed)] += 1
-        series.total += elapsed
-        topic = route.topic
-        if now >= topic.until:  # the collector's throughput: a new second's bucket
-            _roll(topic, now)
-        if exc is None:
-            series.succeeded += 1
-            topic.consumed += 1
-        elif isinstance(exc, Exception):
-            series.failed += 1
-            topic.failed += 1
-        else:
-            # Cancelled by close: the message goes back unacked. Not a handler outcome for the
-            # collector, and LoggingObserver logs nothing for it.
-            series.cancelled += 1
-            route.idle = self
-            return
-        # The collector's _Handling, inlined (its average divides by consumed + failed, so the
-        # sample count is not kept here).
-        topic.consume.total += elapsed
-        route.latency(elapsed)
-        try:  # 10: logging.DEBUG, a constant load
-            debug = route.levels[10]
-        except KeyError:  # not cached (levels just changed): the slow path asks the logger
-            debug = True
-        if debug:
-            _log_consumed(route, elapsed, exc, self.event)
-        route.idle = self
-
-
-class _FusedConsumingAny(_FusedConsuming):
-    __slots__ = ()
 
     def __exit__(
         self,
@@ -197,18 +145,8 @@ class _FusedPublishing:
     ) -> None:
         elapsed = perf_counter() - self.start
         route = self.route
-        series = route.series
-        if route.fast:
-            series.buckets[bisect_left(series.bounds, elapsed)] += 1
-            series.total += elapsed
-            if exc is None:
-                series.succeeded += 1
-            elif isinstance(exc, Exception):
-                series.failed += 1
-            else:
-                series.cancelled += 1
-        elif series is not None:
-            series.record(elapsed, exc)
+        if route.series is not None:
+            route.series.record(elapsed, exc)
         topic = route.topic  # the collector's _published, inlined
         topic.publish.add(elapsed)
         if exc is None:
@@ -237,11 +175,6 @@ class _Fused:
         self._collector = collector
         self._prometheus = prometheus
         self._tenant = prometheus is not None and prometheus.tenant_label
-        self._fast_series: type[Any] = _NoSeries
-        if prometheus is not None:
-            from dotmac.events.observability.prometheus import _Series
-
-            self._fast_series = _Series
         self._consume_routes: dict[tuple[Any, ...], _Route] = {}
         self._publish_routes: dict[tuple[Any, ...], _Route] = {}
         # The collector's reset() forgets its topics; the routes holding them go with them.
@@ -256,7 +189,7 @@ class _Fused:
         group: str,
         adapter: str,
     ) -> _Route:
-        route = _Route(topic, series, type(series) is self._fast_series, self._log, group, adapter)
+        route = _Route(topic, series, self._log, group, adapter)
         if len(routes) >= _CACHE_LIMIT:
             routes.clear()
         routes[key] = route
@@ -298,7 +231,7 @@ class _Fused:
             route = self._route(self._consume_routes, key, topic, series, group, adapter)
         call = route.idle
         if call is None:
-            call = route.consuming()
+            call = _FusedConsuming()
             call.route = route
         else:
             route.idle = None
