@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from time import perf_counter
@@ -306,7 +306,7 @@ class _Metrics:
     """The metrics of one registry, shared by every observer registered on it.
 
     Publishes and handler calls are kept as :class:`_Series` and turned into the counter and
-    histogram families at scrape time by :class:`_CallsCollector`: prometheus_client's own
+    histogram families at scrape time by :class:`_FamiliesCollector`: prometheus_client's own
     ``inc()`` and ``observe()`` take a lock each and walk the buckets in Python, which on a fast
     consumer cost more than handling the message. Retries, dead letters and errors are rare and
     use prometheus_client's Counter.
@@ -331,7 +331,7 @@ class _Metrics:
         self.handling: type[_Handling] = _Handling
         self.publishing: type[_Publishing] = _Publishing
         if _client_values.ValueClass is _client_values.MutexValue:
-            registry.register(_CallsCollector(self))
+            registry.register(_FamiliesCollector(self.families))
         else:  # multiprocess mode: values must go through prometheus_client's value files
             self.handling, self.publishing = _ClientHandling, _ClientPublishing
             for kind, ((calls, calls_help), (duration, duration_help), labels) in _FAMILIES.items():
@@ -431,16 +431,19 @@ class _Metrics:
         return [family for pair in out.values() for family in pair]
 
 
-class _CallsCollector(Collector):
-    def __init__(self, metrics: _Metrics) -> None:
-        self._metrics = metrics
+class _FamiliesCollector(Collector):
+    """Hands the registry the families ``families()`` builds at each scrape. ``describe`` gives
+    the same, so the registry checks our names for clashes when we register (for the backlog
+    gauges that costs no broker query: they come from the last poll)."""
+
+    def __init__(self, families: Callable[[], Sequence[Metric]]) -> None:
+        self._families = families
 
     def describe(self) -> Iterable[Metric]:
-        # Declared so the registry checks our names for clashes when we register.
-        return self._metrics.families()
+        return self._families()
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._metrics.families()
+        yield from self._families()
 
 
 _REGISTRIES: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
@@ -643,7 +646,7 @@ class BacklogMonitor:
         self._targets: dict[tuple[int, str, str | None], _Target] = {}
         self._values: dict[_Target, BacklogStats] = {}
         self._task: asyncio.Task[None] | None = None
-        self._collector = _BacklogCollector(self)
+        self._collector = _FamiliesCollector(self._families)
         try:
             registry.register(self._collector)
         except ValueError as exc:
@@ -760,15 +763,3 @@ class BacklogMonitor:
             if stats.oldest_pending_age is not None:
                 age.add_metric(per_group, stats.oldest_pending_age)
         return [length, dlq, lag, pending, age]
-
-
-class _BacklogCollector(Collector):
-    def __init__(self, monitor: BacklogMonitor) -> None:
-        self._monitor = monitor
-
-    def describe(self) -> Iterable[Metric]:
-        # Declared so the registry checks our names for clashes without a broker query.
-        return self._monitor._families()
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._monitor._families()
