@@ -145,8 +145,8 @@ async def test_middleware_and_publish_hooks_run_in_order(bus: EventBus) -> None:
     await bus.subscribe(f"{name}.DLQ", keep, group="dlq")
     with pytest.raises(PublishError, match="no tenant"):
         await bus.publish(Event(name, {"tenant": ""}))
-    await bus.publish(Event(name, {"tenant": "acme"}))
-    await bus.publish(Event(name, {"tenant": "blocked"}))
+    await bus.publish(Event(name, {"tenant": "acme"}, key="order"))  # one partition: in order
+    await bus.publish(Event(name, {"tenant": "blocked"}, key="order"))
     await wait_until(
         lambda: len(dead) == 1 and "handler acme" in order, 30, "one handled, one dead"
     )
