@@ -7,7 +7,7 @@ import sys
 
 import dotmac.events
 
-EXTRAS = ("redis", "aiokafka", "prometheus_client", "opentelemetry")
+EXTRAS = ("redis", "aiokafka", "prometheus_client", "opentelemetry", "pydantic", "msgspec")
 
 
 def test_all_is_sorted_and_unique() -> None:

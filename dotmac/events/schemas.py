@@ -1,18 +1,22 @@
-"""Typed payloads: one schema per topic, a pydantic v2 model or a stdlib dataclass.
+"""Typed payloads: one schema per topic, a pydantic v2 model, a msgspec Struct or a dataclass.
 
 A schema is registered on a bus (``bus.register_schema("orders", Order)``) or taken from a
 handler's first parameter (``async def h(order: Order)``). It is used three ways:
 
 - ``publish`` refuses a payload that does not match with :class:`ValidationError` naming the
-  field, dumps a model instance to JSON (``model_dump(mode="json")`` / ``dataclasses.asdict``) and
-  sets ``EventMetadata.schema_version`` (the model's ``__schema_version__``, else its name);
+  field, dumps a model instance to JSON (``model_dump(mode="json")``, ``msgspec.to_builtins``,
+  ``dataclasses.asdict``) and sets ``EventMetadata.schema_version`` (the model's
+  ``__schema_version__``, else its name);
 - a consumed payload that does not match is dead-lettered as a ``DecodeError`` whose message
   names the field (caused by the ValidationError); the handler never sees it;
-- a typed handler receives the validated object, and the Event too if it takes a second argument.
+- a typed handler receives the validated object, and the Event too if it takes a second argument;
+  a model instance it returns to a request is sent as the same JSON dump (:func:`dump_model`).
 
-This module never imports pydantic: a pydantic model is recognised by its methods
-(``model_validate``, ``model_dump``), so ``import dotmac.events`` stays free of the extra.
-Dataclass payloads are checked against their annotations (builtin types, ``X | None``,
+This module never imports pydantic or msgspec, so ``import dotmac.events`` stays free of both
+extras: a pydantic model is recognised by its methods (``model_validate``, ``model_dump``), a
+msgspec Struct by subclassing ``msgspec.Struct`` when msgspec is already imported (a Struct class
+cannot exist otherwise), and msgspec's ``convert`` / ``to_builtins`` are taken from that loaded
+module. Dataclass payloads are checked against their annotations (builtin types, ``X | None``,
 ``list[X]``, ``dict[str, X]``, nested dataclasses); other annotations are not checked.
 """
 
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -29,38 +35,69 @@ from dotmac.events.codec import Codec
 from dotmac.events.errors import ConfigurationError, DecodeError, ValidationError
 from dotmac.events.event import Event, EventMetadata
 
-__all__ = ["SchemaCodec", "TopicSchema", "is_schema_model", "typed_handler"]
+__all__ = ["SchemaCodec", "TopicSchema", "dump_model", "is_schema_model", "typed_handler"]
 
 _MISSING = object()
+_PYDANTIC, _MSGSPEC, _DATACLASS = "pydantic", "msgspec", "dataclass"
 
 
-def _is_pydantic(model: object) -> bool:
-    return isinstance(model, type) and callable(getattr(model, "model_validate", None))
+def _msgspec() -> Any:
+    """The msgspec module if something already imported it (a Struct class exists), else None."""
+    return sys.modules.get("msgspec")
+
+
+def _model_kind(model: object) -> str | None:
+    if not isinstance(model, type) or model is Event:
+        return None
+    if callable(getattr(model, "model_validate", None)):
+        return _PYDANTIC
+    if hasattr(model, "__struct_fields__"):
+        msgspec = _msgspec()
+        if msgspec is not None and issubclass(model, msgspec.Struct):
+            return _MSGSPEC
+    if dataclasses.is_dataclass(model):
+        return _DATACLASS
+    return None
 
 
 def is_schema_model(model: object) -> bool:
-    """True for a pydantic v2 model class or a dataclass class."""
-    if model is Event:
-        return False
-    return _is_pydantic(model) or (isinstance(model, type) and dataclasses.is_dataclass(model))
+    """True for a pydantic v2 model class, a msgspec Struct class or a dataclass class."""
+    return _model_kind(model) is not None
+
+
+def dump_model(value: Any) -> Any:
+    """``value`` as JSON-ready data when it is a model instance (as ``publish`` dumps it),
+    else ``value`` unchanged: what a handler returns to a request is sent this way."""
+    kind = _model_kind(type(value))
+    return value if kind is None else _dump(kind, value)
+
+
+def _dump(kind: str, obj: Any) -> Any:
+    if kind == _PYDANTIC:
+        return obj.model_dump(mode="json")
+    if kind == _MSGSPEC:
+        return _msgspec().to_builtins(obj)
+    return dataclasses.asdict(obj)
 
 
 class TopicSchema:
     """A model class with the three operations the bus needs: load, dump and check."""
 
-    __slots__ = ("_hints", "_pydantic", "model", "name", "version")
+    __slots__ = ("_hints", "_kind", "model", "name", "version")
 
     def __init__(self, model: type[Any]) -> None:
-        if not is_schema_model(model):
+        kind = _model_kind(model)
+        if kind is None:
             raise ConfigurationError(
-                "schema", f"must be a pydantic model or a dataclass class, got {model!r}"
+                "schema",
+                f"must be a pydantic model, a msgspec Struct or a dataclass class, got {model!r}",
             )
         self.model = model
         self.name = model.__name__
         version = getattr(model, "__schema_version__", None)
         self.version = str(version) if version is not None else self.name
-        self._pydantic = _is_pydantic(model)
-        self._hints: dict[str, Any] | None = None if self._pydantic else _hints(model)
+        self._kind = kind
+        self._hints: dict[str, Any] | None = _hints(model) if kind == _DATACLASS else None
 
     def load(self, payload: Any) -> Any:
         """The payload as a model instance.
@@ -68,7 +105,7 @@ class TopicSchema:
         Raises:
             ValidationError: the payload does not match; the error names the first bad field.
         """
-        if self._pydantic:
+        if self._kind == _PYDANTIC:
             try:
                 return self.model.model_validate(payload)
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
@@ -78,13 +115,18 @@ class TopicSchema:
                     raise ValidationError("payload", str(exc), self.name) from exc
                 field = ".".join(str(part) for part in first.get("loc", ())) or "payload"
                 raise ValidationError(field, str(first.get("msg", exc)), self.name) from exc
+        if self._kind == _MSGSPEC:
+            msgspec = _msgspec()
+            try:
+                return msgspec.convert(payload, self.model)
+            except msgspec.ValidationError as exc:
+                field, reason = _msgspec_field(str(exc))
+                raise ValidationError(field, reason, self.name) from exc
         return _load_dataclass(self.model, self._hints, payload, "", self.name)
 
     def dump(self, obj: Any) -> Any:
         """A model instance as JSON-ready data."""
-        if self._pydantic:
-            return obj.model_dump(mode="json")
-        return dataclasses.asdict(obj)
+        return _dump(self._kind, obj)
 
     def for_publish(self, event: Event) -> Event:
         """The event to send: its payload checked (or a model instance dumped) and
@@ -96,7 +138,7 @@ class TopicSchema:
         payload = event.payload
         if isinstance(payload, self.model):
             payload = self.dump(payload)
-            if not self._pydantic:  # a dataclass instance is not checked when built
+            if self._kind != _PYDANTIC:  # dataclasses and Structs are not checked when built
                 self.load(payload)
         else:
             self.load(payload)
@@ -187,6 +229,25 @@ def typed_handler(handler: Callable[..., Any]) -> tuple[Callable[[Event], Any], 
             return handler(load(event.payload))
 
     return call, schema
+
+
+# --- msgspec's errors ------------------------------------------------------------------------
+
+# "Expected `int`, got `str` - at `$.items[0].qty`"; the "- at" part is absent at the top level.
+_MSGSPEC_AT = re.compile(r"(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?", re.S)
+_MSGSPEC_NAMED = re.compile(r"(?:missing required|contains unknown) field `(?P<name>[^`]*)`")
+
+
+def _msgspec_field(message: str) -> tuple[str, str]:
+    """``(field, reason)`` from a msgspec.ValidationError message, the field spelt as for
+    dataclasses (``items[0].qty``); a missing or unknown field's own name completes the path."""
+    match = _MSGSPEC_AT.fullmatch(message)
+    reason, path = (match["reason"], match["path"] or "") if match else (message, "")
+    path = path.removeprefix(".")
+    named = _MSGSPEC_NAMED.search(reason)
+    if named is not None:
+        path = f"{path}.{named['name']}" if path else named["name"]
+    return path or "payload", reason
 
 
 # --- dataclasses, checked against their annotations ----------------------------------------

@@ -25,6 +25,7 @@ SCRIPT = textwrap.dedent(
 
     EXTRAS = (
         "redis", "aiokafka", "prometheus_client", "opentelemetry", "click", "rich", "pydantic",
+        "msgspec",
     )
     assert [m for m in EXTRAS if importlib.util.find_spec(m) is not None] == [], "not a bare venv"
 

@@ -1,4 +1,5 @@
-"""TopicSchema over pydantic models and dataclasses, typed handlers, and no pydantic at import."""
+"""TopicSchema over pydantic models, msgspec Structs and dataclasses, typed handlers, model
+replies, and neither pydantic nor msgspec imported by the package."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import subprocess
 import sys
 from typing import Any
 
+import msgspec
 import pydantic
 import pytest
 
 from dotmac.events.codec import JsonCodec
 from dotmac.events.errors import ConfigurationError, DecodeError, EncodeError, ValidationError
 from dotmac.events.event import Event, EventMetadata
-from dotmac.events.schemas import SchemaCodec, TopicSchema, typed_handler
+from dotmac.events.schemas import (
+    SchemaCodec,
+    TopicSchema,
+    dump_model,
+    is_schema_model,
+    typed_handler,
+)
 
 
 class Line(pydantic.BaseModel):
@@ -39,6 +47,19 @@ class Basket:
     items: list[Item]
     note: str | None = None
     price: float = 0.0
+
+
+class Part(msgspec.Struct):
+    sku: str
+    qty: int
+
+
+class Crate(msgspec.Struct, forbid_unknown_fields=True):
+    __schema_version__ = 3
+    id: int
+    parts: list[Part]
+    labels: dict[str, int] = {}
+    note: str | None = None
 
 
 def test_pydantic_load_dump_and_version() -> None:
@@ -88,6 +109,65 @@ def test_dataclass_error_names_the_field(payload: Any, field: str) -> None:
         TopicSchema(Basket).load(payload)
     assert info.value.field == field
     assert field in str(info.value)
+
+
+def test_msgspec_struct_load_dump_and_version() -> None:
+    schema = TopicSchema(Crate)
+    crate = schema.load({"id": 1, "parts": [{"sku": "a", "qty": 2}], "labels": {"x": 1}})
+    assert crate == Crate(id=1, parts=[Part("a", 2)], labels={"x": 1})
+    assert schema.dump(crate) == {
+        "id": 1,
+        "parts": [{"sku": "a", "qty": 2}],
+        "labels": {"x": 1},
+        "note": None,
+    }
+    assert schema.version == "3"
+    assert TopicSchema(Part).version == "Part"
+    assert is_schema_model(Crate) and not is_schema_model(Crate(id=1, parts=[]))
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "reason"),
+    [
+        ({"parts": []}, "id", "missing required field `id`"),
+        ({"id": "7", "parts": []}, "id", "Expected `int`, got `str`"),
+        ({"id": True, "parts": []}, "id", "Expected `int`, got `bool`"),
+        ({"id": 1, "parts": [{"sku": "x", "qty": "1"}]}, "parts[0].qty", "got `str`"),
+        ({"id": 1, "parts": [{"qty": 1}]}, "parts[0].sku", "missing required field `sku`"),
+        ({"id": 1, "parts": [], "colour": "red"}, "colour", "unknown field `colour`"),
+        ({"id": 1, "parts": [], "labels": {"a": "b"}}, "labels[...]", "Expected `int`"),
+        ([1, 2], "payload", "Expected `object`, got `array`"),
+    ],
+)
+def test_msgspec_error_names_the_field(payload: Any, field: str, reason: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        TopicSchema(Crate).load(payload)
+    assert info.value.field == field
+    assert info.value.schema == "Crate"
+    assert reason in str(info.value)
+    assert isinstance(info.value.__cause__, msgspec.ValidationError)
+
+
+def test_msgspec_struct_instances_are_checked_on_publish() -> None:
+    schema = TopicSchema(Crate)
+    event = schema.for_publish(Event("crates", Crate(id=2, parts=[Part("p", 1)])))
+    assert event.payload == {"id": 2, "parts": [{"sku": "p", "qty": 1}], "labels": {}, "note": None}
+    assert event.metadata == EventMetadata(schema_version="3")
+    with pytest.raises(ValidationError) as info:  # a Struct is not checked when built
+        schema.for_publish(Event("crates", Crate(id=2, parts=[Part("p", "1")])))  # type: ignore[arg-type]
+    assert info.value.field == "parts[0].qty"
+
+
+def test_dump_model_dumps_model_instances_and_leaves_the_rest() -> None:
+    assert dump_model(Order(id=1)) == {"id": 1, "lines": []}
+    assert dump_model(Item("a", 1)) == {"sku": "a", "qty": 1}
+    assert dump_model(Part("b", 2)) == {"sku": "b", "qty": 2}
+    plain = {"id": 1}
+    assert dump_model(plain) is plain
+    assert dump_model(None) is None
+    assert dump_model(Order) is Order  # a class is not an instance
+    event = Event("t", {})
+    assert dump_model(event) is event  # an Event is not a payload model
 
 
 def test_not_a_model_is_a_configuration_error() -> None:
@@ -147,11 +227,19 @@ async def test_typed_handler_receives_the_model_and_optionally_the_event() -> No
     assert typed is not None and typed[1].model is Order
     assert typed_handler(lambda event: None) is None
 
+    async def struct_first(part: Part) -> int:
+        return part.qty
 
-def test_import_dotmac_events_does_not_import_pydantic() -> None:
+    typed = typed_handler(struct_first)
+    assert typed is not None and typed[1].model is Part
+    assert await typed[0](Event("p", {"sku": "s", "qty": 9})) == 9
+
+
+def test_import_dotmac_events_does_not_import_pydantic_or_msgspec() -> None:
     code = (
         "import sys, dotmac.events, dotmac.events.schemas, dotmac.events.engine.bus;"
-        "assert 'pydantic' not in sys.modules, 'pydantic imported'"
+        "assert 'pydantic' not in sys.modules, 'pydantic imported';"
+        "assert 'msgspec' not in sys.modules, 'msgspec imported'"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False

@@ -120,7 +120,7 @@ class TransportBus(EventBus):
         self._publish_hooks.append(hook)
 
     def register_schema(self, topic: str, model: type[Any]) -> None:
-        """Give ``topic`` a payload schema: a pydantic v2 model or a dataclass class.
+        """Give ``topic`` a payload schema: a pydantic v2 model, a msgspec Struct or a dataclass.
 
         From now on ``publish`` checks payloads for ``topic`` (raising ValidationError, which
         names the field), dumps a model instance to JSON and sets ``metadata.schema_version``;
@@ -128,7 +128,7 @@ class TransportBus(EventBus):
         (as a DecodeError) without calling the handler. Register before subscribing.
 
         Raises:
-            ConfigurationError: ``model`` is neither a pydantic model nor a dataclass.
+            ConfigurationError: ``model`` is not a pydantic model, a Struct or a dataclass.
         """
         if not isinstance(topic, str) or not topic:
             raise ConfigurationError("topic", f"must be a non-empty str, got {topic!r}")

@@ -23,6 +23,7 @@ from dotmac.events.event import Event, EventMetadata
 from dotmac.events.middleware import ConsumeMiddleware
 from dotmac.events.observability.observer import NoopObserver, Observer
 from dotmac.events.policy import FailurePolicy
+from dotmac.events.schemas import dump_model
 from dotmac.events.transport import Delivery
 
 __all__ = ["REPLY_TO_HEADER", "MessageHandling", "observing"]
@@ -215,8 +216,11 @@ class MessageHandling:
             )
 
     async def _reply(self, event: Event, reply_to: str, result: Any) -> None:
+        """Send the handler's return value to the requester; a model instance (pydantic,
+        msgspec Struct, dataclass) goes as its JSON dump, as ``publish`` would send it."""
         correlation_id = event.metadata.correlation_id if event.metadata else None
-        reply = Event(reply_to, result, metadata=EventMetadata(correlation_id=correlation_id))
+        payload = dump_model(result)
+        reply = Event(reply_to, payload, metadata=EventMetadata(correlation_id=correlation_id))
         try:
             await self._publish(reply)
         except Exception as exc:  # the handler succeeded; the requester times out
