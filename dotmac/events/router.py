@@ -64,19 +64,27 @@ class EventRouter(HandlerRegistry):
     def subscriptions(self) -> list[Subscription]:
         return list(self._subscriptions)
 
-    async def start(self, bus: EventBus) -> None:
+    async def start(self, bus: EventBus, *, concurrency: int | None = None) -> None:
         """Run the startup hooks, then subscribe every handler; returns once all have joined.
 
-        If one subscription fails, those already made are closed and the error is raised.
+        ``concurrency``, when given, replaces every route's own (a deployment's setting, such
+        as ``dotmac-events worker --concurrency``, outranks the code's default). If one
+        subscription fails, those already made are closed and the error is raised.
 
         Raises:
             BusClosedError: the router is already started.
-            ConfigurationError: a route is invalid for this bus.
+            ConfigurationError: a route is invalid for this bus, or ``concurrency`` is below 1.
         """
         if self.bus is not None:
             raise BusClosedError("router is already started; stop() it first")
         if not self.routes:
             raise ConfigurationError("routes", "the router has no handlers to start")
+        if concurrency is not None and (
+            not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
+        ):
+            raise ConfigurationError(
+                "concurrency", f"must be an int >= 1 or None, got {concurrency!r}"
+            )
         for hook in self._startup:
             await _run(hook)
         self.bus = bus
@@ -87,7 +95,7 @@ class EventRouter(HandlerRegistry):
                         route.topics,
                         route.handler,
                         group=route.group,
-                        concurrency=route.concurrency,
+                        concurrency=concurrency or route.concurrency,
                         policy=route.policy,
                         middleware=self.middleware,
                     )

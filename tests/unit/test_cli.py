@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from importlib.metadata import version
 
 import pytest
 
+import dotmac.events
 from dotmac.events.cli import INSTALL_HINT, main, run_demo
 
 
@@ -32,18 +35,27 @@ def test_python_dash_m_runs_the_demo() -> None:
     assert "dead_lettered             2" in done.stdout
 
 
-def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+def _run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line as a process; ``stdin`` (text or bytes) is fed to it."""
+    done = subprocess.run(
         [sys.executable, "-m", "dotmac.events", *args],
         capture_output=True,
-        text=True,
+        input=stdin.encode() if isinstance(stdin, str) else stdin,
         timeout=60,
         env=env,
+    )
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
     )
 
 
 def test_bare_command_runs_the_demo() -> None:
     assert main([]) == 0
+
+
+WORKER = ["worker", "tests.faults.worker_app:router"]
 
 
 @pytest.mark.parametrize(
@@ -54,35 +66,77 @@ def test_bare_command_runs_the_demo() -> None:
         (["worker", "no_such_module_x", "--bus", "memory://"], "cannot import module"),
         (["worker", "tests.faults.worker_app:nope", "--bus", "memory://"], "no attribute 'nope'"),
         (["worker", "tests.faults.worker_app:not_a_router", "--bus", "memory://"], "not an Event"),
-        (["worker", "tests.faults.worker_app:router", "--bus", "nats://x"], "unknown scheme"),
-        (["worker", "tests.faults.worker_app:router", "--bus", "redis://h?nope=1"], "nope"),
-        (
-            [
-                "worker",
-                "tests.faults.worker_app:router",
-                "--bus",
-                "memory://",
-                "--drain-timeout",
-                "0",
-            ],
-            "--drain-timeout must be > 0",
-        ),
-        (["worker", "tests.faults.worker_app:router"], "give --bus URL or set DOTMAC_EVENTS_URL"),
+        ([*WORKER, "--bus", "nats://x"], "unknown scheme"),
+        ([*WORKER, "--bus", "redis://h?nope=1"], "nope"),
+        ([*WORKER, "--bus", "memory://", "--drain-timeout", "0"], "--drain-timeout must be > 0"),
+        ([*WORKER, "--bus", "memory://", "--concurrency", "0"], "0 is not in the range x>=1."),
+        ([*WORKER, "--bus", "memory://", "--concurrency", "x"], "'x' is not a valid integer"),
+        (WORKER, "give --bus URL or set DOTMAC_EVENTS_URL"),
         (["publish", "t", "{x", "--bus", "memory://"], "JSON is not valid"),
         (["publish", "t", "[1]", "--bus", "memory://"], "JSON must be an object"),
+        (["publish", "t", "--bus", "memory://"], "give TOPIC and JSON, or --file PATH"),
+        (["publish", "--bus", "memory://"], "give TOPIC and JSON, or --file PATH"),
+        (["publish", "t", "{}", "--file", "-", "--bus", "memory://"], "JSON or --file, not both"),
+        (["publish", "--file", "/no/such/file.jsonl", "--bus", "memory://"], "No such file"),
+        (["publish", "--file", "-", "--batch-size", "0", "--bus", "memory://"], "x>=1"),
+        (["publish", "--file", "-"], "give --bus URL or set DOTMAC_EVENTS_URL"),
+        (["publish", "", "--file", "-", "--bus", "memory://"], "topic must be a non-empty str"),
+        (["publish", "--file", "-", "--bus", "kafka://"], "kafka:// needs host:port"),
+        (["stats", "t"], "give --bus URL or set DOTMAC_EVENTS_URL"),
+        (["stats", "t", "--bus", "memory://", "--watch", "0"], "at least 0.1 seconds"),
+        (["stats", "--watch", "t", "--bus", "memory://"], "put TOPIC before --watch"),
+        (["stats", "t", "--bus", "redis://h:99999"], "port"),
+        (["--nope"], "No such option '--nope'"),
         (["nope"], "No such command 'nope'"),
     ],
 )
-def test_bad_arguments_give_one_line_and_a_non_zero_exit(
-    args: list[str], line: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("DOTMAC_EVENTS_URL", raising=False)
-    code = main(args)
-    err = capsys.readouterr().err
-    assert code != 0
-    assert err.count("\n") == 1, err
-    assert err.startswith("dotmac-events: error: ") and line in err, err
-    assert "Traceback" not in err
+def test_bad_arguments_give_one_line_and_a_non_zero_exit(args: list[str], line: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DOTMAC_EVENTS_URL"}
+    done = _run_cli(*args, env=env, stdin="")
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("dotmac-events: error: ") and line in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("lines", "reason"),
+    [
+        (b'{"n": 1}\n{"n": 2\n', "line 2: JSON is not valid"),
+        (b'{"n": 1}\n\n[3]\n', "line 3: must be a JSON object, got an array"),
+        (b'"x"\n', "line 1: must be a JSON object, got a string"),
+    ],
+)
+def test_a_bad_payload_line_names_its_number(lines: bytes, reason: str) -> None:
+    done = _run_cli("publish", "t", "--file", "-", "--bus", "memory://", stdin=lines)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and reason in done.stderr, done.stderr
+    assert "none after" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"topic": "a", "payload": {}, "keys": "k"}', "unknown field 'keys'"),
+        (b'{"topic": "a"}', '{"topic": ..., "payload": {...}, "key": ...}'),
+        (b'{"topic": "a", "payload": [1]}', '"payload" must be a JSON object, got an array'),
+        (b'{"topic": "", "payload": {}}', "topic must be a non-empty str"),
+        (b'{"topic": "a", "payload": {}, "key": 7}', "key must be a str or None"),
+    ],
+)
+def test_a_bad_envelope_line_says_what_is_wrong(line: bytes, reason: str) -> None:
+    done = _run_cli("publish", "--file", "-", "--bus", "memory://", stdin=line + b"\n")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "line 1: " in done.stderr and reason in done.stderr, done.stderr
+
+
+def test_version_prints_the_package_version() -> None:
+    done = _run_cli("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"dotmac-events {version('dotmac-events')}\n"
+    assert dotmac.events.__version__ == version("dotmac-events")
 
 
 def test_a_module_without_handlers_is_refused() -> None:

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 import orjson
 from rich.console import Console
-from rich.table import Table
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dotmac.events.bus import BacklogStats
 from dotmac.events.cli.demo import print_summary, run_demo
+from dotmac.events.cli.jsonlines import LineError, publish_lines
+from dotmac.events.cli.stats_view import collect, stats_table, watch_stats
 from dotmac.events.cli.worker import WorkerError, configure_logging, run_worker
 from dotmac.events.errors import EventBusError
 from dotmac.events.event import Event
 from dotmac.events.urls import ENV_VAR, create_bus, redact
+from dotmac.events.version import __version__
 
 __all__ = ["cli", "run"]
 
@@ -35,7 +41,25 @@ class Failed(click.ClickException):
     """One line for the user, exit code 1."""
 
 
+def _interval(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--watch``'s optional seconds; a word there is most likely a TOPIC put after it."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a number of seconds (put TOPIC before --watch)"
+        ) from None
+    if not seconds >= 0.1:
+        raise click.BadParameter(f"must be at least 0.1 seconds, got {value}")
+    return seconds
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", "-V", prog_name=PROG, message="%(prog)s %(version)s"
+)
 @click.pass_context
 def cli(ctx: click.Context) -> int:
     """Publish and consume events on memory, Redis Streams or Kafka."""
@@ -64,12 +88,21 @@ def demo(events: int = 300, concurrency: int = 4) -> int:
     help="seconds running handlers get to finish after SIGTERM/SIGINT",
 )
 @click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="handlers running at once per subscription, for every handler [default: each "
+    "handler's own]",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="INFO",
     show_default=True,
 )
-def worker(target: str, url: str | None, drain_timeout: float, log_level: str) -> int:
+def worker(
+    target: str, url: str | None, drain_timeout: float, concurrency: int | None, log_level: str
+) -> int:
     """Run the EventRouter MODULE:ATTRIBUTE (or MODULE's @event_handler functions) on a bus.
 
     The first SIGTERM/SIGINT stops fetching and drains running handlers for up to
@@ -80,18 +113,50 @@ def worker(target: str, url: str | None, drain_timeout: float, log_level: str) -
         raise click.UsageError(f"give --bus URL or set {ENV_VAR}")
     configure_logging(log_level)
     try:
-        return run_worker(target, url, drain_timeout)
+        return run_worker(target, url, drain_timeout, concurrency)
     except WorkerError as exc:
         raise Failed(str(exc)) from None
 
 
 @cli.command()
-@click.argument("topic")
-@click.argument("payload", metavar="JSON")
+@click.argument("topic", required=False)
+@click.argument("payload", metavar="[JSON]", required=False)
 @bus_option
-@click.option("--key", default=None, help="partition / ordering key")
-def publish(topic: str, payload: str, url: str | None, key: str | None) -> int:
-    """Publish one event with the JSON object PAYLOAD to TOPIC; prints its id."""
+@click.option(
+    "--key", default=None, help="partition / ordering key (--file: for lines without one)"
+)
+@click.option(
+    "--file",
+    "source",
+    type=click.File("rb"),
+    default=None,
+    metavar="PATH",
+    help="JSON lines to publish ('-' for stdin): payloads for TOPIC, or without TOPIC "
+    '{"topic": ..., "payload": {...}, "key": ...} per line',
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="--file: events per publish_many call",
+)
+def publish(
+    topic: str | None,
+    payload: str | None,
+    url: str | None,
+    key: str | None,
+    source: BinaryIO | None,
+    batch_size: int,
+) -> int:
+    """Publish the JSON object PAYLOAD to TOPIC (prints the event's id), or every line of
+    --file (prints how many; a bad line stops the run, the lines before it are published)."""
+    if source is not None:
+        if payload is not None:
+            raise click.UsageError("give JSON or --file, not both")
+        return _publish_file(source, topic, key, url, batch_size)
+    if topic is None or payload is None:
+        raise click.UsageError("give TOPIC and JSON, or --file PATH")
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -109,26 +174,105 @@ def publish(topic: str, payload: str, url: str | None, key: str | None) -> int:
     return 0
 
 
+def _publish_file(
+    source: BinaryIO, topic: str | None, key: str | None, url: str | None, batch_size: int
+) -> int:
+    if topic is not None:
+        _checked(lambda: Event(topic, {}))  # a bad TOPIC is refused before anything is read
+    if url is None:
+        raise click.UsageError(f"give --bus URL or set {ENV_VAR}")
+    try:
+        bus = create_bus(url)
+    except (EventBusError, ImportError) as exc:
+        raise Failed(str(exc)) from None
+    err = Console(stderr=True)
+    size = _file_size(source)
+    published = 0
+    with Progress(
+        TextColumn("publishing"),
+        BarColumn(),
+        TextColumn("{task.fields[events]} events"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    ) as progress:
+        bar = progress.add_task("publish", total=size, events=0)
+
+        def advance(events: int, taken: int) -> None:
+            nonlocal published
+            published += events
+            progress.update(bar, advance=taken, events=published)
+
+        async def send() -> int:
+            async with bus:
+                return await publish_lines(
+                    bus, source, topic=topic, key=key, batch_size=batch_size, advance=advance
+                )
+
+        try:
+            count = asyncio.run(send())
+        except LineError as exc:
+            raise Failed(
+                f"{exc}; the {exc.published} event(s) before it were published, none after"
+            ) from None
+        except (EventBusError, ImportError, OSError) as exc:
+            raise Failed(f"{exc} ({published} event(s) were published before)") from None
+        progress.update(bar, completed=size or 0)
+    click.echo(f"published {count} event(s)")
+    return 0
+
+
+def _file_size(source: BinaryIO) -> int | None:
+    """Bytes in ``source`` when it is a regular file (a pipe has no size)."""
+    try:
+        found = os.fstat(source.fileno())
+    except (OSError, ValueError):
+        return None
+    return found.st_size if stat.S_ISREG(found.st_mode) else None
+
+
 @cli.command()
-@click.argument("topic")
+@click.argument("topics", nargs=-1, metavar="TOPIC...")
 @bus_option
-@click.option("--group", default=None, help="consumer group (lag and pending are per group)")
-def stats(topic: str, url: str | None, group: str | None) -> int:
-    """Backlog of TOPIC: length, lag, pending, oldest pending age, dead letters."""
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="GROUP",
+    help="consumer group (lag and pending are per group); repeat for several",
+)
+@click.option(
+    "--watch",
+    is_flag=False,
+    flag_value="2",
+    callback=_interval,
+    default=None,
+    metavar="[SECONDS]",
+    help="redraw every SECONDS (2 when omitted) until Ctrl-C or SIGTERM",
+)
+def stats(
+    topics: tuple[str, ...], url: str | None, groups: tuple[str, ...], watch: float | None
+) -> int:
+    """Backlog per TOPIC and group: length, lag, pending, oldest pending age, dead letters."""
+    if not topics:
+        raise click.UsageError("give at least one TOPIC")
+    if url is None:
+        raise click.UsageError(f"give --bus URL or set {ENV_VAR}")
+    wanted: list[str | None] = list(dict.fromkeys(groups)) or [None]
+    title = f"backlog on {redact(url)}"
+    out = Console()
+    if watch is not None:
+        _call_bus(
+            url,
+            lambda: watch_stats(url, topics, wanted, title=title, interval=watch, console=out),
+        )
+        return 0
 
-    async def ask() -> Any:
+    async def ask() -> list[BacklogStats]:
         async with create_bus(url) as bus:
-            return await bus.stats(topic, group)
+            return await collect(bus, topics, wanted)
 
-    found = _call_bus(url, ask)
-    table = Table(title=f"{topic} ({group or 'no group'}) on {redact(url or '')}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name in ("length", "lag", "pending", "oldest_pending_age", "dlq_depth"):
-        value = getattr(found, name)
-        shown = "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-        table.add_row(name, shown)
-    Console().print(table)
+    out.print(stats_table(_call_bus(url, ask), title))
     return 0
 
 

@@ -101,14 +101,20 @@ class _InFlight:
             self.running -= 1
 
 
-def run_worker(target: str, url: str | None, drain_timeout: float) -> int:
+def run_worker(
+    target: str, url: str | None, drain_timeout: float, concurrency: int | None = None
+) -> int:
     """Run ``target``'s handlers on the bus at ``url`` until a signal; returns the exit code.
+
+    ``concurrency``, when given, replaces each handler's own (see :meth:`EventRouter.start`).
 
     Raises:
         WorkerError: bad arguments (checked before anything connects).
     """
     if drain_timeout <= 0:
         raise WorkerError(f"--drain-timeout must be > 0 seconds, got {drain_timeout}")
+    if concurrency is not None and concurrency < 1:
+        raise WorkerError(f"--concurrency must be >= 1, got {concurrency}")
     try:
         parse_bus_url(url)
     except EventBusError as exc:
@@ -116,7 +122,7 @@ def run_worker(target: str, url: str | None, drain_timeout: float) -> int:
     router = load_router(target)
     if not router.routes:
         raise WorkerError(f"{target!r} has no handlers")
-    return asyncio.run(_serve(router, url, drain_timeout))
+    return asyncio.run(_serve(router, url, drain_timeout, concurrency))
 
 
 def _force_exit(code: int, why: str) -> None:
@@ -128,7 +134,9 @@ def _force_exit(code: int, why: str) -> None:
     os._exit(code)
 
 
-async def _serve(router: EventRouter, url: str | None, drain_timeout: float) -> int:
+async def _serve(
+    router: EventRouter, url: str | None, drain_timeout: float, concurrency: int | None
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals: list[str] = []
@@ -162,16 +170,17 @@ async def _serve(router: EventRouter, url: str | None, drain_timeout: float) -> 
     where = redact(url or os.environ.get("DOTMAC_EVENTS_URL", ""))
     try:
         try:
-            await router.start(bus)
+            await router.start(bus, concurrency=concurrency)
         except Exception as exc:
             logger.error("cannot start on %s: %s", where, exc)
             return EXIT_FAILED
         topics = sorted({t for route in router.routes for t in route.topics})
         logger.info(
-            "worker ready: %d handler(s) on %s, topics %s (pid %d)",
+            "worker ready: %d handler(s) on %s, topics %s, concurrency %s (pid %d)",
             len(router.routes),
             where,
             ", ".join(topics),
+            ", ".join(str(concurrency or route.concurrency) for route in router.routes),
             os.getpid(),
         )
         await stop.wait()
