@@ -20,6 +20,8 @@ EXPECTED = {
     "prefetch_count=lots": "bus url refused:",
     "lifespan(None)": "welcome ada@example.com",
     "OrderPlaced": "ship order 7 (order-placed.v1)",
+    "on_user": "pattern saw: ['user.created', 'user.deleted'] of ['user.created', "
+    "'user.deleted', 'user.eu.created']",
     "tenant_required": "router stopped: [('user.created', 'ada@example.com'), "
     "('user.login', 'acme'), ('user.logout', 'acme')]",
     "negative amount": "[('Reject', 'negative amount', 1)]",

@@ -23,7 +23,7 @@ class TestKafkaConformance(ConformanceSuite):
     @pytest.fixture
     def bus_factory(self, kafka_bootstrap: str) -> BusFactory:
         async def make(*, codec: Codec | None = None, observer: Observer | None = None) -> EventBus:
-            config = kafka_test_config(kafka_bootstrap)
+            config = kafka_test_config(kafka_bootstrap, pattern_refresh=0.5)
             return create_kafka_bus(config, codec=codec, observer=observer)
 
         return make

@@ -25,6 +25,7 @@ class TestRedisConformance(ConformanceSuite):
             block_ms=100,
             claim_idle_ms=500,
             claim_interval=0.1,
+            pattern_refresh=0.3,
         )
 
         async def make(*, codec: Codec | None = None, observer: Observer | None = None) -> EventBus:

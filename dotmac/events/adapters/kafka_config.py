@@ -55,7 +55,8 @@ class KafkaConfig:
     retries from writing duplicates; it requires ``acks="all"``.
 
     Consumers: ``auto_offset_reset`` is where a named group with no committed offset starts;
-    a private group (``subscribe(group=None)``) always starts at the end of the topic.
+    a private group (``subscribe(group=None)``) always starts at the end of the topic. A pattern
+    subscription (``user.*``) reads the cluster's topic list every ``pattern_refresh`` seconds.
     ``revoke_timeout_ms`` bounds how long a consumer losing partitions in a rebalance waits
     for their running handlers before committing what finished. ``max_uncommitted`` bounds,
     per partition, handled-but-uncommitted offsets held behind one that is still running or
@@ -110,6 +111,7 @@ class KafkaConfig:
     num_partitions: int = 3
     replication_factor: int | None = None
     # bus
+    pattern_refresh: float = 5.0
     close_timeout: float = 10.0
 
     def __post_init__(self) -> None:
@@ -225,6 +227,14 @@ class KafkaConfig:
         if self.delivery_timeout_ms < self.linger_ms:
             raise ConfigurationError(
                 "delivery_timeout_ms", f"must be >= linger_ms ({self.linger_ms})"
+            )
+        if (
+            isinstance(self.pattern_refresh, bool)
+            or not isinstance(self.pattern_refresh, int | float)
+            or self.pattern_refresh <= 0
+        ):
+            raise ConfigurationError(
+                "pattern_refresh", f"must be > 0 seconds, got {self.pattern_refresh!r}"
             )
         if (
             isinstance(self.close_timeout, bool)

@@ -75,7 +75,9 @@ class RedisConfig:
     so only dead consumers lose their entries. ``claim_interval`` is also how often idle entries
     are looked for. Consumers with nothing pending and idle for ``idle_consumer_ms`` are removed
     from the group. ``new_group_start`` is where a named group that does not exist yet begins
-    (private groups always start at the end). ``consumer_name`` defaults to host-pid-random
+    (private groups always start at the end). A pattern subscription (``user.*``) looks for new
+    matching streams every ``pattern_refresh`` seconds (one SCAN of the keys under
+    ``key_prefix``). ``consumer_name`` defaults to host-pid-random
     per subscription; a fixed name makes a restarted process pick up its own pending entries
     first (further subscriptions of the same topic and group get ``-2``, ``-3``... appended).
 
@@ -110,6 +112,7 @@ class RedisConfig:
     claim_interval: float = 5.0
     idle_consumer_ms: int = 3_600_000
     new_group_start: Literal["earliest", "latest"] = "earliest"
+    pattern_refresh: float = 5.0
     close_timeout: float = 10.0
     reconnect_backoff_base_ms: float = 100.0
     reconnect_backoff_max_ms: float = 5_000.0
@@ -216,6 +219,11 @@ class RedisConfig:
             self.new_group_start in ("earliest", "latest"),
             "new_group_start",
             f"must be 'earliest' or 'latest', got {self.new_group_start!r}",
+        )
+        _require(
+            _positive_number(self.pattern_refresh),
+            "pattern_refresh",
+            f"must be > 0 seconds, got {self.pattern_refresh!r}",
         )
         if self.consumer_name is not None:
             _require(

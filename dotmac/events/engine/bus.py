@@ -11,7 +11,7 @@ import abc
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,6 +19,7 @@ from dotmac.events.bus import EventBus, EventHandler, Subscription, Subscription
 from dotmac.events.codec import Codec, JsonCodec
 from dotmac.events.engine.calling import is_async_callable, make_awaitable
 from dotmac.events.engine.handling import REPLY_TO_HEADER
+from dotmac.events.engine.patterns import PatternSubscription
 from dotmac.events.engine.subscription import ReceiverSubscription
 from dotmac.events.errors import (
     BusClosedError,
@@ -26,10 +27,12 @@ from dotmac.events.errors import (
     EventBusError,
     PublishError,
     RequestTimeout,
+    UnsupportedOperation,
 )
 from dotmac.events.event import Event, EventMetadata
 from dotmac.events.middleware import ConsumeMiddleware, PublishHook
 from dotmac.events.observability.observer import NoopObserver, Observer
+from dotmac.events.patterns import TopicPattern, is_pattern
 from dotmac.events.policy import FailurePolicy, RedeliverPolicy
 from dotmac.events.registry import topic_list
 from dotmac.events.schemas import SchemaCodec, TopicSchema, typed_handler
@@ -45,6 +48,8 @@ class TransportBus(EventBus):
     """EventBus contract implemented once over a transport's ``_send`` and ``_open_receiver``."""
 
     adapter = "transport"
+    pattern_refresh = 5.0
+    """Seconds between topic discoveries of a pattern subscription (see ``subscribe``)."""
 
     def __init__(
         self,
@@ -70,6 +75,7 @@ class TransportBus(EventBus):
         self._replies: dict[str, asyncio.Future[Any]] = {}
         self._inbox: str | None = None
         self._inbox_lock: asyncio.Lock | None = None
+        self._topic_watchers: set[Callable[[], None]] = set()
 
     # --- what a transport implements -------------------------------------------------------
 
@@ -79,9 +85,37 @@ class TransportBus(EventBus):
 
     @abc.abstractmethod
     async def _open_receiver(
-        self, topic: str, group: str, *, private: bool, prefetch: int
+        self, topic: str, group: str, *, private: bool, prefetch: int, from_beginning: bool = False
     ) -> Receiver:
-        """Join ``group`` on ``topic`` (creating it if needed) and return its receiver."""
+        """Join ``group`` on ``topic`` (creating it if needed) and return its receiver.
+
+        A transport that implements ``_list_topics`` (so it can follow patterns) also takes
+        ``from_beginning=True``: a group that does not exist yet, private or named, starts at
+        the beginning of the topic instead of where it would otherwise.
+        """
+
+    async def _list_topics(self) -> Iterable[str]:
+        """Every topic name the broker holds now (pattern subscriptions match against them)."""
+        raise UnsupportedOperation(
+            f"the {self.adapter} transport cannot list its topics, so it cannot follow a pattern"
+        )
+
+    async def topics(self, pattern: str | None = None) -> list[str]:
+        """The broker's topics, sorted; with ``pattern`` (``user.*``) only those it matches.
+
+        Raises:
+            UnsupportedOperation: the transport cannot list its topics.
+            ConfigurationError: ``pattern`` is not a valid pattern.
+        """
+        self._check_open()
+        matcher = None if pattern is None else TopicPattern(pattern)
+        names = await self._list_topics()
+        return sorted(n for n in names if matcher is None or matcher.matches(n))
+
+    def _topic_appeared(self) -> None:
+        """Tell pattern subscriptions to look for new topics now, not at the next refresh."""
+        for changed in list(self._topic_watchers):
+            changed()
 
     async def _close_transport(self) -> None:
         """Release connections once every subscription is closed."""
@@ -204,9 +238,13 @@ class TransportBus(EventBus):
     ) -> Subscription:
         """See :meth:`EventBus.subscribe`. ``policy`` decides retry delays and dead-lettering
         (run_consumer passes its ConsumerOptions); the default redelivers with backoff forever.
-        ``middleware`` wraps this subscription's handler inside the bus's own middleware."""
+        ``middleware`` wraps this subscription's handler inside the bus's own middleware.
+
+        A topic holding ``*`` is a pattern (:mod:`dotmac.events.patterns`): it follows every
+        matching topic, those found later within :attr:`pattern_refresh` seconds."""
         self._check_not_closing()
         topics = topic_list(topic)
+        patterns = {name: TopicPattern(name) for name in topics if is_pattern(name)}
         if group is not None and (not isinstance(group, str) or not group):
             raise ConfigurationError("group", f"must be a non-empty str or None, got {group!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
@@ -224,13 +262,28 @@ class TransportBus(EventBus):
         chain = [*self._middleware, *middleware]
         group_name = group or f"private-{uuid.uuid4().hex}"
         subscriptions: list[Subscription] = []
+
+        def open_topic(name: str, from_beginning: bool = False) -> Any:
+            schema = self._schemas.get(name) if typed is None else typed[1]
+            codec = self.codec if schema is None else SchemaCodec(self.codec, schema)
+            return self._subscribe_one(
+                name,
+                call,
+                group_name,
+                group is None,
+                concurrency,
+                policy,
+                chain,
+                codec,
+                from_beginning=from_beginning,
+            )
+
         try:
             for name in topics:
-                schema = self._schemas.get(name) if typed is None else typed[1]
-                codec = self.codec if schema is None else SchemaCodec(self.codec, schema)
-                one = await self._subscribe_one(
-                    name, call, group_name, group is None, concurrency, policy, chain, codec
-                )
+                if name in patterns:
+                    one = await self._follow(patterns[name], group_name, policy, open_topic)
+                else:
+                    one = await open_topic(name)
                 subscriptions.append(one)
         except BaseException:
             await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
@@ -247,9 +300,16 @@ class TransportBus(EventBus):
         policy: FailurePolicy | None,
         middleware: Sequence[ConsumeMiddleware],
         codec: Codec | None = None,
+        *,
+        from_beginning: bool = False,
     ) -> Subscription:
         prefetch = self._prefetch(concurrency)
-        receiver = await self._open_receiver(topic, group, private=private, prefetch=prefetch)
+        if from_beginning:  # only pattern subscriptions ask: other adapters need not know it
+            receiver = await self._open_receiver(
+                topic, group, private=private, prefetch=prefetch, from_beginning=True
+            )
+        else:
+            receiver = await self._open_receiver(topic, group, private=private, prefetch=prefetch)
         if self._closing:  # close() began while the receiver was opening
             await receiver.close()
             raise BusClosedError(f"{self.adapter} bus is closed")
@@ -273,6 +333,35 @@ class TransportBus(EventBus):
         subscription.start()
         return subscription
 
+    async def _follow(
+        self,
+        pattern: TopicPattern,
+        group: str,
+        policy: FailurePolicy | None,
+        open_topic: Callable[[str, bool], Any],
+    ) -> Subscription:
+        dlq_of = (policy or RedeliverPolicy()).dlq_topic_for
+        subscription = PatternSubscription(
+            pattern=pattern,
+            group=group,
+            list_topics=self._list_topics,
+            open_topic=open_topic,
+            refresh=self.pattern_refresh,
+            excluded=lambda name: name == dlq_of(name),  # a dlq_topic shared by every topic
+            report=lambda where, error: self.observer.error(
+                pattern.text, adapter=self.adapter, where=where, error=error
+            ),
+            on_closed=self._forget,
+        )
+        self._topic_watchers.add(subscription.topics_changed)
+        self._subscriptions.add(subscription)
+        try:
+            await subscription.start()
+        except BaseException:
+            await subscription.close()
+            raise
+        return subscription
+
     def _handler_threads(self) -> ThreadPoolExecutor:
         """The bounded pool plain-function handlers run in, made on first use."""
         if self._threads is None:
@@ -283,6 +372,8 @@ class TransportBus(EventBus):
 
     def _forget(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
+        if isinstance(subscription, PatternSubscription):
+            self._topic_watchers.discard(subscription.topics_changed)
 
     async def request(self, topic: str, payload: Any, *, timeout: float = 5.0) -> Any:
         self._check_not_closing()

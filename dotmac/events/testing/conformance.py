@@ -42,6 +42,7 @@ from dotmac.events.errors import (
 )
 from dotmac.events.event import Event, EventMetadata
 from dotmac.events.observability.observer import NoopObserver, Observer
+from dotmac.events.testing.patterns import PatternConformance
 
 __all__ = ["BusFactory", "Capabilities", "ConformanceSuite", "wait_until"]
 
@@ -60,9 +61,12 @@ class Capabilities:
 
     ``handoff_timeout`` bounds how long unacked messages of a closed consumer take to reach the
     next consumer of the group (immediate in memory; the claim idle time on Redis).
+    ``patterns``: the bus can list its topics and so follow ``user.*``; give the bus a short
+    ``pattern_refresh`` so new topics are found within ``timeout``.
     """
 
     request_reply: bool = True
+    patterns: bool = True
     timeout: float = 15.0
     handoff_timeout: float = 15.0
 
@@ -111,7 +115,7 @@ class _SwitchableDLQCodec(JsonCodec):
         return super().encode(event)
 
 
-class ConformanceSuite:
+class ConformanceSuite(PatternConformance):
     """The contract of :class:`~dotmac.events.bus.EventBus`, run against a real transport."""
 
     capabilities: ClassVar[Capabilities] = Capabilities()

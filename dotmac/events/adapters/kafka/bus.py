@@ -94,6 +94,7 @@ class KafkaBus(TransportBus):
         self._topic_lock: asyncio.Lock | None = None
         self._topics: dict[str, int] = {}  # known topic -> partition count
         self._receivers: set[KafkaReceiver] = set()
+        self.pattern_refresh = self.config.pattern_refresh
 
     # --- clients -------------------------------------------------------------------------------
 
@@ -173,6 +174,7 @@ class KafkaBus(TransportBus):
             if partitions == 0:
                 raise TransportError(f"kafka: topic {topic!r} does not exist")
             self._topics[topic] = partitions
+            self._topic_appeared()  # this process's pattern subscriptions need not wait
             return partitions
 
     # --- transport primitives ----------------------------------------------------------------
@@ -328,7 +330,7 @@ class KafkaBus(TransportBus):
         return every, available
 
     async def _open_receiver(
-        self, topic: str, group: str, *, private: bool, prefetch: int
+        self, topic: str, group: str, *, private: bool, prefetch: int, from_beginning: bool = False
     ) -> Receiver:
         if not _TOPIC_NAME.match(topic):
             raise ConfigurationError("topic", f"{topic!r} is not a valid Kafka topic name")
@@ -336,7 +338,12 @@ class KafkaBus(TransportBus):
             raise ConfigurationError("group", f"{group!r}: use letters, digits, '.', '_', '-'")
         partitions = await self._ensure_topic(topic)
         receiver = KafkaReceiver(
-            self.config, topic, group, private=private, on_close=self._receivers.discard
+            self.config,
+            topic,
+            group,
+            private=private,
+            from_beginning=from_beginning,
+            on_close=self._receivers.discard,
         )
         await receiver.start(range(partitions))
         self._receivers.add(receiver)
@@ -344,6 +351,12 @@ class KafkaBus(TransportBus):
 
     def _prefetch(self, concurrency: int) -> int:
         return max(500, 4 * concurrency)
+
+    async def _list_topics(self) -> list[str]:
+        """The cluster's topics from its metadata, as a regex subscription would see them."""
+        admin = await self._get_admin()
+        with kafka_errors("list topics"):
+            return list(await admin.list_topics())
 
     async def _drop_topic(self, topic: str) -> None:
         if self._topics.pop(topic, None) is None:

@@ -45,18 +45,21 @@ class KafkaReceiver:
         group: str,
         *,
         private: bool,
+        from_beginning: bool = False,
         on_close: Callable[[KafkaReceiver], None] | None = None,
     ) -> None:
         self.topic = topic
         self.group = group
         self.private = private
+        self.from_beginning = from_beginning
         self._config = config
         self._on_close = on_close
-        self._consumer = AIOKafkaConsumer(
-            **config.consumer_kwargs(
-                group=None if private else config.group_id(group, topic), private=private
-            )
+        options = config.consumer_kwargs(
+            group=None if private else config.group_id(group, topic), private=private
         )
+        if from_beginning:  # a topic a pattern found after it started: all of it is new
+            options["auto_offset_reset"] = "earliest"
+        self._consumer = AIOKafkaConsumer(**options)
         self._ledgers: dict[int, PartitionLedger] = {}
         self._assigned = asyncio.Event()
         self._changed = asyncio.Event()  # an in-flight offset was acked or given up
@@ -76,7 +79,10 @@ class KafkaReceiver:
                 if self.private:
                     tps = [TopicPartition(self.topic, p) for p in partitions]
                     consumer.assign(tps)
-                    await consumer.seek_to_end(*tps)
+                    if self.from_beginning:
+                        await consumer.seek_to_beginning(*tps)
+                    else:
+                        await consumer.seek_to_end(*tps)
                     self._on_assigned(tps)
                 else:
                     consumer.subscribe([self.topic], listener=_Listener(self))

@@ -40,6 +40,7 @@ class MemoryBus(TransportBus):
         same Redis: it shares topics and groups, and has its own subscriptions and close()."""
         other = MemoryBus(self.config, codec=codec, observer=observer)
         other._topics = self._topics
+        other._topic_watchers = self._topic_watchers  # pattern subscriptions see every client
         return other
 
     def _topic(self, name: str) -> Topic:
@@ -48,7 +49,11 @@ class MemoryBus(TransportBus):
             topic = self._topics[name] = Topic(
                 self.config.max_queue_size, keep_all=self.config.enable_persistence
             )
+            self._topic_appeared()
         return topic
+
+    async def _list_topics(self) -> list[str]:
+        return list(self._topics)
 
     async def _send(self, batch: Sequence[tuple[Event, bytes]]) -> None:
         topics = self._topics
@@ -74,12 +79,13 @@ class MemoryBus(TransportBus):
         topic.granted -= 1
 
     async def _open_receiver(
-        self, topic: str, group: str, *, private: bool, prefetch: int
+        self, topic: str, group: str, *, private: bool, prefetch: int, from_beginning: bool = False
     ) -> Receiver:
         state = self._topic(topic)
         existing = state.groups.get(group)
         if existing is None:
-            start_latest = private or self.config.new_group_start == "latest"
+            latest = private or self.config.new_group_start == "latest"
+            start_latest = latest and not from_beginning
             existing = state.groups[group] = Group(
                 state.end if start_latest else state.base, private=private
             )

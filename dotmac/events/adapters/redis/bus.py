@@ -77,6 +77,13 @@ def _build_client(config: RedisConfig) -> Redis:
     return Redis.from_pool(pool)
 
 
+def _glob_escape(text: bytes) -> bytes:
+    """``text`` as a literal inside a Redis MATCH pattern."""
+    for special in (b"\\", b"*", b"?", b"[", b"]"):
+        text = text.replace(special, b"\\" + special)
+    return text
+
+
 class RedisStreamsBus(TransportBus):
     """The bus on Redis Streams. See ``adapters/redis/README.md`` for guarantees and tuning.
 
@@ -116,6 +123,7 @@ class RedisStreamsBus(TransportBus):
         )
         self._publisher: RedisPublisher | None = None
         self.lost_to_trimming = 0
+        self.pattern_refresh = self.config.pattern_refresh
 
     @property
     def client(self) -> Redis:
@@ -144,10 +152,11 @@ class RedisStreamsBus(TransportBus):
         await (self._publisher or self._get_publisher()).send(batch)
 
     async def _open_receiver(
-        self, topic: str, group: str, *, private: bool, prefetch: int
+        self, topic: str, group: str, *, private: bool, prefetch: int, from_beginning: bool = False
     ) -> Receiver:
         stream = self.stream_key(topic)
-        start = "$" if private or self.config.new_group_start == "latest" else "0"
+        latest = private or self.config.new_group_start == "latest"
+        start = "$" if latest and not from_beginning else "0"
         receiver = RedisReceiver(
             self.client,
             self.config,
@@ -162,6 +171,18 @@ class RedisStreamsBus(TransportBus):
         )
         await receiver.open()
         return receiver
+
+    async def _list_topics(self) -> list[str]:
+        """The streams under ``key_prefix``, by SCAN (it walks the whole keyspace, in steps)."""
+        prefix = self.config.key_prefix.encode()
+        match = _glob_escape(prefix) + b"*"
+        try:
+            keys = [
+                key async for key in self.client.scan_iter(match=match, count=1000, _type="stream")
+            ]
+        except Exception as exc:
+            raise translate(exc, doing="scan for topics", secrets=self.config.secrets) from exc
+        return [key[len(prefix) :].decode("utf-8", "replace") for key in keys]
 
     def _consumer_name(self, stream: str, group: str) -> str:
         base = self.config.consumer_name
