@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -359,3 +360,45 @@ def test_publish_file_shows_a_progress_bar_in_a_terminal(tmp_path: Path) -> None
     shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err.decode())
     assert "publishing" in shown and "3000 events" in shown, shown
     assert "━" in shown  # the bar
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(90)
+def test_the_readme_cli_block_runs(redis_url: str, tmp_path: Path) -> None:
+    """The README's publish/stats block as a bash script on a real Redis (the URL it exports
+    is replaced by the test's; the --watch line gets two seconds, then Ctrl-C)."""
+    readme = (ROOT / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```bash\n(.*?)```", readme, flags=re.S) if "--file -" in b]
+    lines = []
+    for line in block.splitlines():
+        if line.startswith("export DOTMAC_EVENTS_URL="):
+            continue
+        if "--watch" in line:
+            line = f"timeout --preserve-status -s INT 2 {line}"
+        lines.append(line)
+    script = tmp_path / "cli.sh"
+    script.write_text("set -euo pipefail\n" + "\n".join(lines) + "\n")
+    url = f"{redis_url}?key_prefix=cli-{uuid.uuid4().hex[:8]}:"
+    done = subprocess.run(
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={
+            **ENV,
+            "DOTMAC_EVENTS_URL": url,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("published 2 event(s)") == 2, done.stdout
+    tables = _tables(done.stdout)
+    assert [(r["topic"], r["group"], r["length"]) for r in tables[0]] == [
+        ("orders", "billing", "4"),
+        ("orders", "audit", "4"),
+        ("refunds", "billing", "1"),
+        ("refunds", "audit", "1"),
+    ]
+    assert len(tables) >= 2  # and the watch drew at least once
+    assert done.stdout.endswith(f"dotmac-events {version('dotmac-events')}\n")
