@@ -52,8 +52,16 @@ def _tables(output: str) -> list[list[dict[str, str]]]:
             tables.append([])
         elif "│" in line and header:
             cells = [c.strip() for c in line.strip().strip("│").split("│")]
-            tables[-1].append(dict(zip(header, cells, strict=True)))
+            if len(cells) == len(header):  # not a line still being written
+                tables[-1].append(dict(zip(header, cells, strict=True)))
     return tables
+
+
+def _shows(output: str, topic: str, column: str, value: str) -> bool:
+    """Whether the last table (so far) has ``value`` in ``column`` of ``topic``'s row."""
+    tables = _tables(output)
+    rows = tables[-1] if tables else []
+    return any(row["topic"] == topic and row[column] == value for row in rows)
 
 
 def _row(output: str, topic: str, group: str = "-") -> dict[str, str]:
@@ -276,18 +284,25 @@ def _read_until(fd: int, done: object, timeout: float, sink: bytearray) -> None:
 @pytest.mark.redis
 @pytest.mark.timeout(60)
 async def test_stats_watch_redraws_until_sigterm(redis_url: str) -> None:
+    """With no TOPIC the watch lists the bus's topics each round, so a new one shows up."""
     url = f"{redis_url}?key_prefix=cli-{uuid.uuid4().hex[:8]}:"
     assert _cli("publish", "w", "{}", "--bus", url).returncode == 0
     proc = _spawn(
-        "stats", "w", "--watch", "0.2", "--bus", url, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        "stats", "--watch", "0.2", "--bus", url, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert proc.stdout is not None
     out = bytearray()
     try:
         fd = proc.stdout.fileno()
-        _read_until(fd, lambda text: "length" in text and _row(text, "w")["length"] == "1", 20, out)
+        _read_until(fd, lambda text: _shows(text, "w", "length", "1"), 20, out)
         assert _cli("publish", "w", "{}", "--bus", url).returncode == 0
-        _read_until(fd, lambda text: _row(text, "w")["length"] == "2", 20, out)
+        assert _cli("publish", "v", "{}", "--bus", url).returncode == 0
+        _read_until(
+            fd,
+            lambda text: _shows(text, "w", "length", "2") and _shows(text, "v", "length", "1"),
+            20,
+            out,
+        )
         proc.send_signal(signal.SIGTERM)
         rest, err = proc.communicate(timeout=10)
     finally:
@@ -402,3 +417,19 @@ def test_the_readme_cli_block_runs(redis_url: str, tmp_path: Path) -> None:
     ]
     assert len(tables) >= 2  # and the watch drew at least once
     assert done.stdout.endswith(f"dotmac-events {version('dotmac-events')}\n")
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(60)
+def test_stats_without_a_topic_lists_the_bus_topics(redis_url: str) -> None:
+    url = f"{redis_url}?key_prefix=cli-{uuid.uuid4().hex[:8]}:"
+    for topic in ("b", "a", "a", "a.DLQ", "_internal"):
+        assert _cli("publish", topic, "{}", "--bus", url).returncode == 0
+    done = _cli("stats", "--bus", url, "--group", "g")
+    assert done.returncode == 0, done.stderr
+    [table] = _tables(done.stdout)
+    # Dead letters show as their topic's dlq_depth; internal topics are left out.
+    assert [(r["topic"], r["length"], r["dlq_depth"]) for r in table] == [
+        ("a", "2", "1"),
+        ("b", "1", "0"),
+    ]

@@ -232,7 +232,7 @@ def _file_size(source: BinaryIO) -> int | None:
 
 
 @cli.command()
-@click.argument("topics", nargs=-1, metavar="TOPIC...")
+@click.argument("topics", nargs=-1, metavar="[TOPIC]...")
 @bus_option
 @click.option(
     "--group",
@@ -253,9 +253,8 @@ def _file_size(source: BinaryIO) -> int | None:
 def stats(
     topics: tuple[str, ...], url: str | None, groups: tuple[str, ...], watch: float | None
 ) -> int:
-    """Backlog per TOPIC and group: length, lag, pending, oldest pending age, dead letters."""
-    if not topics:
-        raise click.UsageError("give at least one TOPIC")
+    """Backlog per TOPIC (every topic the bus holds when none is named) and group: length,
+    lag, pending, oldest pending age, dead letters."""
     if url is None:
         raise click.UsageError(f"give --bus URL or set {ENV_VAR}")
     wanted: list[str | None] = list(dict.fromkeys(groups)) or [None]

@@ -19,18 +19,33 @@ from rich.live import Live
 from rich.table import Table
 
 from dotmac.events.bus import BacklogStats, EventBus
+from dotmac.events.engine.bus import TransportBus
+from dotmac.events.errors import UnsupportedOperation
 from dotmac.events.urls import create_bus
 
-__all__ = ["COLUMNS", "collect", "stats_table", "watch_stats"]
+__all__ = ["COLUMNS", "EVERY_TOPIC", "collect", "stats_table", "watch_stats"]
 
 COLUMNS = ("length", "lag", "pending", "oldest_pending_age", "dlq_depth")
 """The :class:`BacklogStats` fields shown, in order."""
+EVERY_TOPIC = "**"
+"""The pattern for "all topics": it leaves out dead-letter and internal ones."""
 
 
 async def collect(
     bus: EventBus, topics: Sequence[str], groups: Sequence[str | None]
 ) -> list[BacklogStats]:
-    """One row per (topic, group), asked one after the other (a few round trips each)."""
+    """One row per (topic, group), asked one after the other (a few round trips each).
+
+    No ``topics``: every topic the bus holds now (asked again on each call, so a watch sees
+    new ones), less dead-letter and internal topics: a topic's DLQ is its ``dlq_depth``.
+
+    Raises:
+        UnsupportedOperation: no ``topics`` and the bus cannot list its own.
+    """
+    if not topics:
+        if not isinstance(bus, TransportBus):
+            raise UnsupportedOperation(f"the {bus.adapter} bus cannot list its topics")
+        topics = await bus.topics(EVERY_TOPIC)
     return [await bus.stats(topic, group) for topic in topics for group in groups]
 
 
