@@ -186,3 +186,13 @@ def test_stats_prints_a_table() -> None:
     assert done.returncode == 0, done.stderr
     for metric in ("length", "lag", "pending", "dlq_depth"):
         assert metric in done.stdout
+
+
+def test_an_unreachable_broker_during_publish_file_is_one_line() -> None:
+    url = "redis://127.0.0.1:1/0?connection_timeout=1&publish_retries=0"
+    done = _run_cli("publish", "t", "--file", "-", "--bus", url, stdin='{"n": 1}\n')
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("dotmac-events: error: ")
+    assert done.stderr.endswith("; 0 event(s) were published before it\n"), done.stderr
+    assert done.stdout == ""

@@ -216,7 +216,7 @@ def _publish_file(
                 f"{exc}; the {exc.published} event(s) before it were published, none after"
             ) from None
         except (EventBusError, ImportError, OSError) as exc:
-            raise Failed(f"{exc} ({published} event(s) were published before)") from None
+            raise Failed(f"{exc}; {published} event(s) were published before it") from None
         progress.update(bar, completed=size or 0)
     click.echo(f"published {count} event(s)")
     return 0
