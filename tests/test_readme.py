@@ -19,6 +19,7 @@ EXPECTED = {
     "calculate.sum": "Sum: 15",
     "prefetch_count=lots": "bus url refused:",
     "lifespan(None)": "welcome ada@example.com",
+    "def add_up": "replayed 4 events: {'shop-1': 60, 'shop-2': 40}",
     "OrderPlaced": "ship order 7 (order-placed.v1)",
     "on_user": "pattern saw: ['user.created', 'user.deleted'] of ['user.created', "
     "'user.deleted', 'user.eu.created']",
@@ -74,4 +75,4 @@ def test_readme_block_runs(block: str, tmp_path: Path, request: pytest.FixtureRe
     if "secure-password" in block:
         assert "secure-password" not in done.stdout
     if "ConformanceSuite" in block:
-        assert re.search(r"\b2\d passed\b", done.stdout), done.stdout
+        assert re.search(r"\b[2-9]\d passed\b", done.stdout), done.stdout

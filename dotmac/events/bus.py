@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from dotmac.events.errors import ConfigurationError
+from dotmac.events.errors import ConfigurationError, DecodeError, UnsupportedOperation
 from dotmac.events.event import Event
 from dotmac.events.middleware import ConsumeMiddleware
 from dotmac.events.policy import FailurePolicy
@@ -35,6 +37,7 @@ __all__ = [
     "EventBus",
     "EventHandler",
     "HealthStatus",
+    "ReadRecord",
     "Subscription",
     "SubscriptionSet",
 ]
@@ -72,6 +75,28 @@ class BacklogStats:
     pending: int | None = None
     oldest_pending_age: float | None = None
     dlq_depth: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadRecord:
+    """One record of a topic's log, as :meth:`EventBus.read_records` yields it.
+
+    ``event`` is the decoded event, or None when the bytes are not an event this bus can read:
+    ``error`` then says why and ``data`` holds them as they are. ``position`` is the
+    transport's address of the record (memory offset, Redis entry id, Kafka
+    ``"partition:offset"``); pass it as ``since`` to read on after it. ``timestamp`` is when the
+    broker stored the record (UTC), None where the transport does not know. ``headers`` are
+    the transport's own record headers (Kafka), not the event's.
+    """
+
+    topic: str
+    position: str
+    timestamp: datetime | None
+    key: str | None
+    data: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+    event: Event | None = None
+    error: DecodeError | None = None
 
 
 class Subscription(abc.ABC):
@@ -207,6 +232,82 @@ class EventBus(abc.ABC):
 
         raise UnsupportedOperation(f"{self.adapter} bus does not support request()")
 
+    def read_records(
+        self,
+        topic: str,
+        *,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int | None = None,
+        follow: bool = False,
+    ) -> AsyncGenerator[ReadRecord, None]:
+        """Read back what the transport retains of ``topic``, without joining a consumer group.
+
+        Nothing is acked or committed: every group is left exactly as it was. Records come in
+        log order (on Kafka in order per partition, partitions interleaved as they arrive).
+
+        ``since``: None, the oldest record held; a timezone-aware datetime, the first record
+        stored at or after it; ``"end"``, only records appended from now on (with
+        ``follow``); a position from an earlier record: the records after it (on Kafka,
+        ``"p:o"`` reads partition ``p`` only; ``"0:12,1:40"`` several). ``until``: a datetime,
+        records stored before it; a position, up to and including it. ``limit``: stop after
+        that many records. ``follow``: keep waiting for new records instead of stopping at
+        the end of the log (ends at ``limit``, at ``until``, or when the bus closes).
+
+        The arguments are checked at the call; the broker is first asked when iteration
+        starts. Iterate with ``contextlib.aclosing`` to free the reader's connection as soon
+        as you stop early.
+
+        Raises:
+            ConfigurationError: a naive datetime, a position this transport never gives,
+                ``limit`` below 1.
+            UnsupportedOperation: the transport keeps no log it can read back.
+            BusClosedError: the bus is closed.
+            TransportError: (while iterating) the broker failed.
+        """
+        raise UnsupportedOperation(f"{self.adapter} bus cannot read its log back")
+
+    def read(
+        self,
+        topic: str,
+        *,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int | None = None,
+        follow: bool = False,
+    ) -> AsyncGenerator[Event, None]:
+        """The events of :meth:`read_records` (same arguments), decoded with the bus's codec.
+
+        ``event.delivery.message_id`` is the record's position (``count`` is 0: a read is not
+        a delivery). A record that cannot be decoded is never skipped: iteration stops with
+        DecodeError naming its position (use :meth:`read_records` to see such records and go
+        on).
+        """
+        records = self.read_records(topic, since=since, until=until, limit=limit, follow=follow)
+        return _events_of(records)
+
+    async def replay(
+        self,
+        topic: str,
+        handler: EventHandler,
+        *,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Call ``handler`` with each event :meth:`read` yields, in order; return how many.
+
+        For rebuilding state from the log. No group is joined and nothing is acked; the
+        handler runs as a subscribed one would (``async def`` on the loop, ``def`` in a worker
+        thread, a typed handler gets its model). The first exception the handler raises stops
+        the replay and propagates, as does a DecodeError for a record that cannot be decoded:
+        the events before it were handled, none after it.
+
+        Raises:
+            ConfigurationError, UnsupportedOperation, BusClosedError: as :meth:`read_records`.
+        """
+        raise UnsupportedOperation(f"{self.adapter} bus cannot read its log back")
+
     @abc.abstractmethod
     async def stats(self, topic: str, group: str | None = None) -> BacklogStats:
         """Backlog numbers for ``topic`` (and ``group``), at bounded cost.
@@ -236,3 +337,14 @@ class EventBus(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def _events_of(records: AsyncGenerator[ReadRecord, None]) -> AsyncGenerator[Event, None]:
+    async with contextlib.aclosing(records):
+        async for record in records:
+            if record.event is None:
+                raise DecodeError(
+                    f"record {record.position} of {record.topic!r} cannot be decoded: "
+                    f"{record.error}"
+                ) from record.error
+            yield record.event

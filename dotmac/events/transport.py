@@ -4,17 +4,19 @@ A transport only moves bytes. Its bus sends encoded events (``_send``) and opens
 :class:`Receiver` per subscription; encoding, observers, middleware, the worker pool, ack
 batching, redelivery backoff, dead letters and request-reply live above it, once, in
 :mod:`dotmac.events.engine`. This module imports nothing of the package, so adapters and the
-engine both depend on it and never on each other. The conformance suite in
+engine both depend on it and never on each other. A transport that keeps a log also reads it
+back as :class:`LogRecord` objects (``_read_log``), without a group and without acking
+anything; the engine decodes them for ``bus.read``. The conformance suite in
 :mod:`dotmac.events.testing` is this contract's test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-__all__ = ["Delivery", "Receiver"]
+__all__ = ["Delivery", "LogReader", "LogRecord", "Receiver"]
 
 
 class Delivery:
@@ -102,3 +104,85 @@ class Receiver(Protocol):
     async def close(self) -> None:
         """Leave the group and free resources."""
         ...
+
+
+class LogRecord:
+    """One record read back from a transport's log, outside any consumer group.
+
+    ``position`` is the transport's own address of the record, a string that ``_read_log``
+    accepts back as ``since``/``until``: the memory log's offset (``"12"``), the Redis entry id
+    (``"1767225600000-0"``), Kafka's ``"partition:offset"``. ``timestamp`` is when the broker
+    stored it (Redis: the entry id's time; Kafka: the record timestamp; memory: append time), in
+    UTC, or None when the transport does not know. ``headers`` are the transport's own record
+    headers where it has them (Kafka). ``unreadable`` says why the bytes are not an event of
+    ours (foreign bytes), as :attr:`Delivery.unreadable` does.
+    """
+
+    __slots__ = (
+        "data",
+        "headers",
+        "key",
+        "offset",
+        "partition",
+        "position",
+        "timestamp",
+        "unreadable",
+    )
+
+    def __init__(
+        self,
+        position: str,
+        data: bytes,
+        *,
+        timestamp: datetime | None = None,
+        key: str | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+        offset: int | None = None,
+        unreadable: str | None = None,
+    ) -> None:
+        self.position = position
+        self.data = data
+        self.timestamp = timestamp
+        self.key = key
+        self.headers = tuple(headers)
+        self.partition = partition
+        self.offset = offset
+        self.unreadable = unreadable
+
+    def __repr__(self) -> str:
+        return f"LogRecord(position={self.position!r}, key={self.key!r}, bytes={len(self.data)})"
+
+
+class LogReader(Protocol):
+    """How a transport reads its log back (a TransportBus's ``_read_log``).
+
+    Reading joins no consumer group and acks or commits nothing: groups are exactly as they
+    were. Records come in log order; on a partitioned log (Kafka) in order within each
+    partition, partitions interleaved as their records arrive. The engine checks the arguments
+    first, so a transport sees only these forms:
+
+    * ``since``: None, the oldest record held; a UTC datetime, the first record stored at or
+      after it; ``"end"``, only records appended after the read began; any other string, a
+      position this transport returned earlier: the records *after* it. A string that is not
+      one of its positions raises ConfigurationError naming ``since``.
+    * ``until``: None, no bound; a UTC datetime, records stored before it; a position, records
+      up to and including it (ConfigurationError naming ``until`` when it is not one).
+    * ``limit``: how many records the caller will take at most (the engine stops there);
+      a hint for page sizes. None: no limit.
+    * ``follow``: False ends at the end of the log; True keeps waiting for new records and
+      yields None whenever a wait of about a second brought nothing, so the caller can stop.
+
+    Closing the iterator (``aclose``) releases the connections it holds. Broker failures raise
+    TransportError.
+    """
+
+    def __call__(
+        self,
+        topic: str,
+        *,
+        since: datetime | str | None,
+        until: datetime | str | None,
+        limit: int | None,
+        follow: bool,
+    ) -> AsyncGenerator[LogRecord | None, None]: ...

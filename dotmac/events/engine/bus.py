@@ -11,15 +11,17 @@ import abc
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
-from dotmac.events.bus import EventBus, EventHandler, Subscription, SubscriptionSet
+from dotmac.events.bus import EventBus, EventHandler, ReadRecord, Subscription, SubscriptionSet
 from dotmac.events.codec import Codec, JsonCodec
 from dotmac.events.engine.calling import is_async_callable, make_awaitable
 from dotmac.events.engine.handling import REPLY_TO_HEADER
 from dotmac.events.engine.patterns import PatternSubscription
+from dotmac.events.engine.reading import check_bounds, decoded_records, replay_events
 from dotmac.events.engine.subscription import ReceiverSubscription
 from dotmac.events.errors import (
     BusClosedError,
@@ -36,7 +38,7 @@ from dotmac.events.patterns import TopicPattern, is_pattern
 from dotmac.events.policy import FailurePolicy, RedeliverPolicy
 from dotmac.events.registry import topic_list
 from dotmac.events.schemas import SchemaCodec, TopicSchema, typed_handler
-from dotmac.events.transport import Receiver
+from dotmac.events.transport import LogRecord, Receiver
 
 __all__ = ["HANDLER_THREADS", "TransportBus"]
 
@@ -122,6 +124,19 @@ class TransportBus(EventBus):
 
     async def _drop_topic(self, topic: str) -> None:
         """Delete a topic this bus created for itself (its request-reply inbox) at close."""
+
+    def _read_log(
+        self,
+        topic: str,
+        *,
+        since: datetime | str | None,
+        until: datetime | str | None,
+        limit: int | None,
+        follow: bool,
+    ) -> AsyncGenerator[LogRecord | None, None]:
+        """Read ``topic``'s log back without a group (the contract: ``transport.LogReader``).
+        A transport without it makes ``read`` raise UnsupportedOperation."""
+        raise UnsupportedOperation(f"the {self.adapter} transport cannot read its log back")
 
     def _prefetch(self, concurrency: int) -> int:
         """How many messages a subscription may hold at once (fetched but not acked)."""
@@ -374,6 +389,38 @@ class TransportBus(EventBus):
         self._subscriptions.discard(subscription)
         if isinstance(subscription, PatternSubscription):
             self._topic_watchers.discard(subscription.topics_changed)
+
+    def read_records(
+        self,
+        topic: str,
+        *,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int | None = None,
+        follow: bool = False,
+    ) -> AsyncGenerator[ReadRecord, None]:
+        """See :meth:`EventBus.read_records`; the work is in ``engine/reading.py``."""
+        self._check_not_closing()
+        if not isinstance(topic, str) or not topic:
+            raise ConfigurationError("topic", f"must be a non-empty str, got {topic!r}")
+        start, stop = check_bounds(since, until, limit, follow)
+        records = self._read_log(topic, since=start, until=stop, limit=limit, follow=follow)
+        return decoded_records(
+            topic, records, self.codec, limit=limit, until=stop, stopped=lambda: self._closing
+        )
+
+    async def replay(
+        self,
+        topic: str,
+        handler: EventHandler,
+        *,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """See :meth:`EventBus.replay`."""
+        events = self.read(topic, since=since, until=until, limit=limit)
+        return await replay_events(events, handler, self._handler_threads)
 
     async def request(self, topic: str, payload: Any, *, timeout: float = 5.0) -> Any:
         self._check_not_closing()

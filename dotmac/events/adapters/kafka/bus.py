@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -26,6 +27,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from dotmac.events.adapters.kafka.errors import is_retriable, kafka_errors, translate
+from dotmac.events.adapters.kafka.reader import read_topic
 from dotmac.events.adapters.kafka.receiver import KafkaReceiver
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.bus import BacklogStats, HealthStatus
@@ -34,7 +36,7 @@ from dotmac.events.engine import TransportBus
 from dotmac.events.errors import ConfigurationError, PublishError, TransportError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
-from dotmac.events.transport import Receiver
+from dotmac.events.transport import LogRecord, Receiver
 
 __all__ = ["KafkaBus", "create_kafka_bus", "kafka_headers"]
 
@@ -351,6 +353,25 @@ class KafkaBus(TransportBus):
 
     def _prefetch(self, concurrency: int) -> int:
         return max(500, 4 * concurrency)
+
+    def _read_log(
+        self,
+        topic: str,
+        *,
+        since: datetime | str | None,
+        until: datetime | str | None,
+        limit: int | None,
+        follow: bool,
+    ) -> AsyncGenerator[LogRecord | None, None]:
+        return read_topic(
+            self.config,
+            topic,
+            self._ensure_topic,
+            since=since,
+            until=until,
+            limit=limit,
+            follow=follow,
+        )
 
     async def _list_topics(self) -> list[str]:
         """The cluster's topics from its metadata, as a regex subscription would see them."""

@@ -8,9 +8,10 @@ a consumer's close. Entries every group has acked are trimmed, unless persistenc
 
 Costs, since this is also the bus under every handler test and small app:
 
-* The log is two lists (encoded bytes, key) indexed by offset, so a held event costs its bytes
-  object, its key string and two pointer slots (~18 B): no object or dict per entry. Trimming
-  blanks slots and cuts the blank head off once it is half the list, so reads stay O(1).
+* The log is two lists (encoded bytes, key) and an array of append times indexed by offset, so
+  a held event costs its bytes object, its key string, two pointer slots and a float (~26 B):
+  no object or dict per entry. Trimming blanks slots and cuts the blank head off once it is
+  half the list, so reads stay O(1). The times let ``bus.read`` start at a moment (bisection).
 * Every group keeps its floor (the lowest offset it still needs) as acks arrive, from a heap of
   the offsets it handed out; the topic keeps the lowest floor of its groups. Publish checks room
   with one subtraction, and an ack trims only what it freed, instead of scanning the pending

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from datetime import datetime
 
 from dotmac.events.adapters.memory.config import MemoryConfig
 from dotmac.events.adapters.memory.log import Group, Topic
+from dotmac.events.adapters.memory.reader import read_log
 from dotmac.events.adapters.memory.receiver import MemoryReceiver
 from dotmac.events.bus import BacklogStats, HealthStatus
 from dotmac.events.codec import Codec
@@ -14,7 +16,7 @@ from dotmac.events.engine import TransportBus
 from dotmac.events.errors import ConfigurationError, PublishError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
-from dotmac.events.transport import Receiver
+from dotmac.events.transport import LogRecord, Receiver
 
 __all__ = ["MemoryBus", "create_memory_bus"]
 
@@ -121,6 +123,17 @@ class MemoryBus(TransportBus):
             oldest_pending_age=None,
             dlq_depth=0 if dlq is None else dlq.end - dlq.base,
         )
+
+    def _read_log(
+        self,
+        topic: str,
+        *,
+        since: datetime | str | None,
+        until: datetime | str | None,
+        limit: int | None,
+        follow: bool,
+    ) -> AsyncGenerator[LogRecord | None, None]:
+        return read_log(self._topics, self._topic, topic, since=since, until=until, follow=follow)
 
     def history(self, topic: str) -> list[Event]:
         """Every event still held for ``topic`` in publish order (all of them with persistence)."""

@@ -1,11 +1,14 @@
 """The in-process broker's state: a log per topic, and per group its cursor, pending table and
-the receivers waiting for work. The bus and its receivers drive it; it imports neither."""
+the receivers waiting for work. The bus, its receivers and its log reader drive it; it imports
+none of them."""
 
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections import deque
 from heapq import heappop
+from time import time
 from typing import Protocol
 
 __all__ = ["Group", "Sleeper", "Topic"]
@@ -58,6 +61,8 @@ class Topic:
         "limit",
         "origin",
         "publishers",
+        "readers",
+        "times",
     )
 
     def __init__(self, limit: int, *, keep_all: bool) -> None:
@@ -67,12 +72,15 @@ class Topic:
         # ``base`` are blanked (their bytes freed) and cut off once they are half the list.
         self.data: list[bytes] = []
         self.keys: list[str | None] = []
+        # Append times (seconds since the epoch), 8 B per event, so a read can start at a time.
+        self.times = array("d")
         self.origin = 0  # offset of data[0]
         self.base = 0  # oldest offset held
         self.end = 0  # offset the next event gets
         self.groups: dict[str, Group] = {}
         self.floor = 0  # min(group.low); meaningless while there is no group
         self.hungry: dict[Group, None] = {}  # groups with a receiver blocked in fetch
+        self.readers: list[asyncio.Future[None]] = []  # log readers following the topic
         # Publishers waiting for room, in order, with their deadlines: one timer for all of them
         # (``expiry``, armed for the first deadline), not one per wait.
         self.publishers: deque[tuple[asyncio.Future[bool], float]] = deque()
@@ -92,10 +100,13 @@ class Topic:
     def append(self, data: bytes, key: str | None) -> None:
         self.data.append(data)
         self.keys.append(key)
+        self.times.append(time())
         self.end += 1
         if self.hungry:
             for group in list(self.hungry):
                 self.wake_one(group)
+        if self.readers:
+            self.wake_readers()
         if not self.groups and not self.keep_all and self.end - self.base > self.limit:
             self._trim_to(self.end - self.limit)
 
@@ -132,6 +143,7 @@ class Topic:
         if stop * 2 >= len(data):  # the blanked head would be half the list: cut it off
             del data[:stop]
             del keys[:stop]
+            del self.times[:stop]
             self.origin = offset
         else:
             data[start:stop] = [b""] * (stop - start)
@@ -184,6 +196,12 @@ class Topic:
             if queued is waiter:
                 del self.publishers[index]
                 return
+
+    def wake_readers(self) -> None:
+        readers, self.readers = self.readers, []
+        for reader in readers:
+            if not reader.done():
+                reader.set_result(None)
 
     def wake_one(self, group: Group) -> None:
         sleepers = group.sleepers

@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from datetime import datetime
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -22,6 +23,7 @@ from redis.backoff import NoBackoff
 
 from dotmac.events.adapters.redis.errors import scrub, translate
 from dotmac.events.adapters.redis.publisher import RedisPublisher
+from dotmac.events.adapters.redis.reader import read_stream
 from dotmac.events.adapters.redis.receiver import RedisReceiver
 from dotmac.events.adapters.redis_config import RedisConfig, default_consumer_name
 from dotmac.events.backoff import ExponentialBackoff
@@ -31,7 +33,7 @@ from dotmac.events.engine import TransportBus
 from dotmac.events.errors import ConfigurationError, TransportError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
-from dotmac.events.transport import Receiver
+from dotmac.events.transport import LogRecord, Receiver
 
 __all__ = ["RedisStreamsBus", "create_redis_bus"]
 
@@ -183,6 +185,26 @@ class RedisStreamsBus(TransportBus):
         except Exception as exc:
             raise translate(exc, doing="scan for topics", secrets=self.config.secrets) from exc
         return [key[len(prefix) :].decode("utf-8", "replace") for key in keys]
+
+    def _read_log(
+        self,
+        topic: str,
+        *,
+        since: datetime | str | None,
+        until: datetime | str | None,
+        limit: int | None,
+        follow: bool,
+    ) -> AsyncGenerator[LogRecord | None, None]:
+        return read_stream(
+            self.client,
+            self.stream_key(topic),
+            since=since,
+            until=until,
+            limit=limit,
+            follow=follow,
+            block_ms=self.config.block_ms,
+            secrets=self.config.secrets,
+        )
 
     def _consumer_name(self, stream: str, group: str) -> str:
         base = self.config.consumer_name
