@@ -16,6 +16,7 @@ from dotmac.events.bus import (
     EventBus,
     EventHandler,
     HealthStatus,
+    ReadRecord,
     Subscription,
     SubscriptionSet,
 )
@@ -129,6 +130,7 @@ __all__ = [
     "Observer",
     "PublishError",
     "PublishHook",
+    "ReadRecord",
     "RedeliverPolicy",
     "RedisConfig",
     "Reject",

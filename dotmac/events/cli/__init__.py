@@ -1,9 +1,9 @@
 """The ``dotmac-events`` command line (click and rich, from the ``cli`` extra).
 
 ``dotmac-events demo`` runs an end-to-end demo on the memory bus; ``dotmac-events worker
-app:router --bus URL`` runs an app's handlers until SIGTERM; ``publish`` and ``stats`` talk to a
-bus from the shell. Importing this package imports neither click nor rich: :func:`main` does,
-and prints the install line when they are missing.
+app:router --bus URL`` runs an app's handlers until SIGTERM; ``publish``, ``stats`` and
+``tail`` talk to a bus from the shell. Importing this package imports neither click nor rich:
+:func:`main` does, and prints the install line when they are missing.
 """
 
 from __future__ import annotations

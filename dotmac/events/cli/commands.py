@@ -18,6 +18,7 @@ from dotmac.events.bus import BacklogStats
 from dotmac.events.cli.demo import print_summary, run_demo
 from dotmac.events.cli.jsonlines import LineError, publish_lines
 from dotmac.events.cli.stats_view import collect, stats_table, watch_stats
+from dotmac.events.cli.tail import tail_topic
 from dotmac.events.cli.worker import WorkerError, configure_logging, run_worker
 from dotmac.events.errors import EventBusError
 from dotmac.events.event import Event
@@ -272,6 +273,27 @@ def stats(
             return await collect(bus, topics, wanted)
 
     out.print(stats_table(_call_bus(url, ask), title))
+    return 0
+
+
+@cli.command()
+@click.argument("topic")
+@bus_option
+@click.option(
+    "--from-beginning", is_flag=True, help="start at the oldest event held, not at the end"
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="stop after N events")
+def tail(topic: str, url: str | None, from_beginning: bool, limit: int | None) -> int:
+    """Print TOPIC's events as they arrive, one per line, without joining a consumer group
+    (nothing is taken from consumers); until Ctrl-C or SIGTERM (exit 0) or --limit."""
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    _call_bus(
+        url,
+        lambda: tail_topic(
+            url or "", topic, from_beginning=from_beginning, limit=limit, out=out, err=err
+        ),
+    )
     return 0
 
 
