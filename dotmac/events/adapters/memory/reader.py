@@ -21,10 +21,16 @@ __all__ = ["read_log"]
 
 IDLE_TICK = 1.0
 """Seconds a following reader waits for an append before yielding None."""
+_HALF_MICROSECOND = 5e-7  # a record's datetime rounds its float time to the microsecond
+
+
+def _seconds(moment: datetime) -> float:
+    """``moment`` as an append time, so that a record's own timestamp matches the record."""
+    return moment.timestamp() - _HALF_MICROSECOND
 
 
 def _offset(name: str, position: str) -> int:
-    if not position.isdigit():
+    if not (position.isascii() and position.isdigit()):
         raise ConfigurationError(name, f"{position!r} is not a memory log offset (e.g. '12')")
     return int(position)
 
@@ -35,7 +41,7 @@ def _start(topic: Topic, since: datetime | str | None) -> int:
         return topic.base
     if isinstance(since, datetime):
         lo, hi = topic.base - topic.origin, topic.end - topic.origin
-        return topic.origin + bisect.bisect_left(topic.times, since.timestamp(), lo, hi)
+        return topic.origin + bisect.bisect_left(topic.times, _seconds(since), lo, hi)
     if since == "end":
         return topic.end
     return int(since) + 1
@@ -72,7 +78,7 @@ async def read_log(
     if isinstance(since, str) and since != "end":
         _offset("since", since)
     last = None if until is None or isinstance(until, datetime) else _offset("until", until)
-    stop_time = until.timestamp() if isinstance(until, datetime) else None
+    stop_time = _seconds(until) if isinstance(until, datetime) else None
     topic = create(name) if follow else topics.get(name)
     if topic is None:
         return
