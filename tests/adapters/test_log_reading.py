@@ -119,3 +119,34 @@ async def test_kafka_reads_every_partition_and_positions_name_one(kafka_bootstra
     finally:
         await admin.close()
         await bus.close()
+
+
+@pytest.mark.redis
+async def test_redis_follower_reads_on_after_its_connection_is_killed(
+    redis_url: str, redis_prefix: str
+) -> None:
+    config = RedisConfig(
+        url=redis_url, key_prefix=redis_prefix, block_ms=200, reconnect_backoff_base_ms=50
+    )
+    bus = create_redis_bus(config)
+    raw = Redis.from_url(redis_url)
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for event in bus.read("cut", follow=True, limit=2):
+            seen.append(event.payload)  # noqa: PERF401 - watched as it grows
+
+    reading = asyncio.create_task(follow())
+    try:
+        await bus.publish(Event("cut", 1))
+        while not seen:
+            await asyncio.sleep(0.02)
+        killed = await raw.client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+        await bus.publish(Event("cut", 2))
+        await asyncio.wait_for(reading, 10)
+        assert seen == [1, 2]
+    finally:
+        reading.cancel()
+        await raw.aclose()
+        await bus.close()

@@ -8,6 +8,7 @@ so a datetime bound becomes an id bound: ``since`` is ``<ms>-0``, ``until`` is `
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from dotmac.events.adapters.redis.errors import translate
+from dotmac.events.adapters.redis.errors import is_connection_error, translate
 from dotmac.events.adapters.redis.receiver import _read_entry, _stream_entries, _text
+from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.errors import ConfigurationError, EventBusError
 from dotmac.events.transport import LogRecord
 
@@ -81,8 +83,14 @@ async def read_stream(
     follow: bool,
     block_ms: int,
     secrets: tuple[str, ...],
+    backoff: ExponentialBackoff,
 ) -> AsyncGenerator[LogRecord | None, None]:
-    """``stream``'s entries from ``since`` (see :class:`~dotmac.events.transport.LogReader`)."""
+    """``stream``'s entries from ``since`` (see :class:`~dotmac.events.transport.LogReader`).
+
+    A follower outlives lost connections: it waits ``backoff`` and reads on from the last
+    entry it yielded (yielding None meanwhile, so the caller can stop); a read that is not
+    following raises TransportError instead.
+    """
     after = _entry_id("since", since) if isinstance(since, str) and since != "end" else None
     last = _entry_id("until", until) if isinstance(until, str) else None
     bound: datetime | tuple[int, int] | None = last or (
@@ -116,8 +124,18 @@ async def read_stream(
         if not follow or left == 0 or _reached(cursor, bound):
             return
         doing = f"follow of {stream}"
+        failures = 0
         while True:
-            reply = await client.xread({stream: cursor}, count=PAGE, block=block_ms)
+            try:
+                reply = await client.xread({stream: cursor}, count=PAGE, block=block_ms)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                failures += 1
+                yield None
+                await asyncio.sleep(backoff.delay(failures))
+                continue
+            failures = 0
             fresh = _stream_entries(reply)
             if not fresh:
                 yield None
