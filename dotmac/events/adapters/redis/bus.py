@@ -204,26 +204,6 @@ class RedisStreamsBus(TransportBus):
             follow=follow,
             block_ms=self.config.block_ms,
             secrets=self.config.secrets,
-        )
-
-    def _read_log(
-        self,
-        topic: str,
-        *,
-        since: datetime | str | None,
-        until: datetime | str | None,
-        limit: int | None,
-        follow: bool,
-    ) -> AsyncGenerator[LogRecord | None, None]:
-        return read_stream(
-            self.client,
-            self.stream_key(topic),
-            since=since,
-            until=until,
-            limit=limit,
-            follow=follow,
-            block_ms=self.config.block_ms,
-            secrets=self.config.secrets,
             backoff=self._publish_backoff,
         )
 
