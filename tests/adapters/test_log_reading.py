@@ -20,6 +20,7 @@ from dotmac.events import (
 )
 from dotmac.events.adapters.kafka import create_kafka_bus
 from dotmac.events.adapters.redis.reader import PAGE
+from dotmac.events.testing import wait_until
 from tests.support.kafka_helpers import kafka_test_config, unique_topic
 
 
@@ -139,8 +140,7 @@ async def test_redis_follower_reads_on_after_its_connection_is_killed(
     reading = asyncio.create_task(follow())
     try:
         await bus.publish(Event("cut", 1))
-        while not seen:
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: seen == [1], 10, "the first event")
         killed = await raw.client_kill_filter(_type="normal", skipme=True)
         assert killed >= 1
         await bus.publish(Event("cut", 2))
