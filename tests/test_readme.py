@@ -21,6 +21,9 @@ EXPECTED = {
     "lifespan(None)": "welcome ada@example.com",
     "def add_up": "replayed 4 events: {'shop-1': 60, 'shop-2': 40}",
     "OrderPlaced": "ship order 7 (order-placed.v1)",
+    "remind": "delivered after 14 days: ['trial ends'] still held: 1",
+    "charge": "handled (order, attempt): [(2, 1), (3, 1), (1, 3)]",
+    "router.batch_handler": "loaded: [-3, 1, 2, 4]",
     "on_user": "pattern saw: ['user.created', 'user.deleted'] of ['user.created', "
     "'user.deleted', 'user.eu.created']",
     "tenant_required": "router stopped: [('user.created', 'ada@example.com'), "

@@ -35,6 +35,7 @@ from dotmac.events.dlq import (
     log_dlq_entry,
 )
 from dotmac.events.errors import (
+    BatchFailed,
     BusClosedError,
     CodecError,
     ConfigurationError,
@@ -92,6 +93,7 @@ from dotmac.events.version import __version__ as __version__  # noqa: E402
 
 __all__ = [
     "BacklogStats",
+    "BatchFailed",
     "BusClosedError",
     "CallNext",
     "Codec",

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -142,14 +142,34 @@ class EventBus(abc.ABC):
     """Short transport name: ``"memory"``, ``"redis"`` or ``"kafka"``."""
 
     @abc.abstractmethod
-    async def publish(self, event: Event) -> None:
+    async def publish(
+        self,
+        event: Event,
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+    ) -> None:
         """Publish one event; return once the transport has accepted it.
+
+        With ``delay`` (seconds or a timedelta) or ``at`` (a timezone-aware datetime) the broker
+        holds the event and appends it to its topic when due: never earlier, later by at most
+        the transport's precision, and surviving restarts of every process of ours.
 
         Raises:
             EncodeError: the payload is not JSON-serialisable or failed schema validation.
             PublishError: the transport did not accept the event (nothing was half-sent).
+            ConfigurationError: a negative ``delay``, a naive ``at``, or both given.
+            UnsupportedOperation: a delay on a transport that cannot hold events.
             BusClosedError: the bus is closed.
         """
+
+    async def topics(self, pattern: str | None = None) -> list[str]:
+        """The broker's topics, sorted; with ``pattern`` (``user.*``) only those it matches.
+
+        Raises:
+            UnsupportedOperation: the transport cannot list its topics.
+        """
+        raise UnsupportedOperation(f"the {self.adapter} bus cannot list its topics")
 
     @abc.abstractmethod
     async def publish_many(self, events: Sequence[Event]) -> None:
@@ -191,6 +211,32 @@ class EventBus(abc.ABC):
             BusClosedError: the bus is closed.
         """
 
+    async def subscribe_batch(
+        self,
+        topic: str | Sequence[str],
+        handler: Callable[[list[Event]], Any],
+        *,
+        group: str | None = None,
+        max_batch_size: int = 100,
+        max_wait_ms: float = 100.0,
+        policy: FailurePolicy | None = None,
+    ) -> Subscription:
+        """Like :meth:`subscribe`, but ``handler`` receives a list of up to ``max_batch_size``
+        events, taken once that many wait or ``max_wait_ms`` after the first arrived.
+
+        The batch is acked after the handler returns. Raising
+        :class:`~dotmac.events.errors.BatchFailed` naming some events retries (or dead-letters)
+        only those and acks the rest; any other exception retries the whole batch. Retries
+        are blocking (a batch's failed events come first in the next batch), and one batch
+        runs at a time, so a key's events are handled in order unless a partial failure
+        retries some of them after others succeeded.
+
+        Raises:
+            ConfigurationError: a bad size, wait, group or topic, or ``retry_mode="reschedule"``.
+            UnsupportedOperation: the transport has no batch subscriptions.
+        """
+        raise UnsupportedOperation(f"the {self.adapter} bus has no batch subscriptions")
+
     async def register_handler(
         self, handler: EventHandler, *, registry: HandlerRegistry | None = None
     ) -> list[Subscription]:
@@ -228,8 +274,6 @@ class EventBus(abc.ABC):
             RequestTimeout: no reply within ``timeout`` seconds (nothing is left waiting).
             UnsupportedOperation: this transport has no request-reply.
         """
-        from dotmac.events.errors import UnsupportedOperation
-
         raise UnsupportedOperation(f"{self.adapter} bus does not support request()")
 
     def read_records(

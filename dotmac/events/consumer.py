@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import EventBus, EventHandler, Subscription
 from dotmac.events.errors import ConfigurationError, Reject
+from dotmac.events.policy import RetryMode
 
 __all__ = [
     "ConsumerOptions",
@@ -62,6 +63,8 @@ class ConsumerOptions:
     """Retry, backoff, dead-letter and timeout settings for :func:`run_consumer`.
 
     ``retry_policy``, when given, takes the place of ``max_retries`` and ``retry_on_exceptions``.
+    ``retry_mode`` chooses blocking redelivery (the default) or non-blocking retries through
+    the broker's delayed delivery; :data:`~dotmac.events.policy.RetryMode` gives the trade-off.
     The delay before attempt n + 1 is ``min(backoff_base_ms * backoff_multiplier ** (n - 1),
     backoff_max_delay_ms)``, drawn from its upper half when ``jitter`` is on.
     """
@@ -75,6 +78,7 @@ class ConsumerOptions:
     retry_on_exceptions: tuple[type[BaseException], ...] = (Exception,)
     retry_policy: RetryPolicy | None = None
     handler_timeout: float | None = None
+    retry_mode: RetryMode = "redeliver"
     backoff: ExponentialBackoff = field(init=False, repr=False, compare=False)
     policy: RetryPolicy = field(init=False, repr=False, compare=False)
 
@@ -99,6 +103,10 @@ class ConsumerOptions:
         ):
             raise ConfigurationError(
                 "handler_timeout", f"must be > 0 seconds or None, got {self.handler_timeout!r}"
+            )
+        if self.retry_mode not in ("redeliver", "reschedule"):
+            raise ConfigurationError(
+                "retry_mode", f"must be 'redeliver' or 'reschedule', got {self.retry_mode!r}"
             )
         object.__setattr__(self, "policy", policy)
         object.__setattr__(self, "backoff", backoff)

@@ -19,6 +19,7 @@ native errors in one place and raise one of these ``from`` the original.
     ├── HandlerTimeout (TimeoutError)     a handler ran past its time limit        retryable
     ├── RequestTimeout (TimeoutError)     no reply to request() in time            retryable
     ├── RetriesExhausted                  attempts used up by earlier deliveries   not retryable
+    ├── BatchFailed                       raised by a batch handler: some failed   retryable
     └── Reject                            raised by a handler: dead-letter now     not retryable
 
 ``retryable`` is a class attribute: ``True`` where trying the same thing again later can succeed.
@@ -26,9 +27,11 @@ native errors in one place and raise one of these ``from`` the original.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 __all__ = [
+    "BatchFailed",
     "BusClosedError",
     "CodecError",
     "ConfigurationError",
@@ -126,6 +129,18 @@ class RequestTimeout(EventBusError, TimeoutError):
 
 class RetriesExhausted(EventBusError):
     """The error of a dead letter whose attempts were all made by deliveries before a crash."""
+
+
+class BatchFailed(EventBusError):
+    """Raise from a batch handler when only some events failed: ``events`` (the Event objects
+    the handler received) are retried or dead-lettered with ``error``; the rest are acked."""
+
+    retryable = True
+
+    def __init__(self, events: Sequence[Any], error: BaseException | str) -> None:
+        self.events = tuple(events)
+        self.error = error if isinstance(error, BaseException) else RuntimeError(error)
+        super().__init__(f"{len(self.events)} event(s) of the batch failed: {self.error!r}")
 
 
 class Reject(EventBusError):

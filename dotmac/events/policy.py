@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.errors import Reject
 
-__all__ = ["FailurePolicy", "RedeliverPolicy"]
+__all__ = ["FailurePolicy", "RedeliverPolicy", "RetryMode"]
+
+RetryMode = Literal["redeliver", "reschedule"]
+"""How a failed message waits for its next attempt.
+
+``"redeliver"`` (blocking): it stays unacknowledged and this consumer delivers it again after
+the backoff; it keeps its place, so a key's later messages wait behind it (order kept), and it
+holds one prefetch slot while it waits. ``"reschedule"`` (non-blocking): a copy carrying its
+attempt count is published, delayed by the backoff, to the group's own retry topic
+``_retry.<group>.<topic>`` and the original is acknowledged once the broker holds the copy. The
+stream moves on at once and the retry is visible in the broker, but a key's later messages are
+handled before the retried one (order is not kept for a failing message).
+"""
 
 
 @runtime_checkable
@@ -17,6 +29,11 @@ class FailurePolicy(Protocol):
 
     ``attempt`` is the message's delivery count: the number of the attempt that just failed.
     """
+
+    @property
+    def retry_mode(self) -> RetryMode:
+        """``"redeliver"`` or ``"reschedule"``: see :data:`RetryMode`."""
+        ...
 
     @property
     def handler_timeout(self) -> float | None:
@@ -53,6 +70,7 @@ class RedeliverPolicy:
     backoff: ExponentialBackoff = field(default_factory=ExponentialBackoff)
     dlq_topic: str | None = None
     handler_timeout: float | None = None
+    retry_mode: RetryMode = "redeliver"
 
     def dlq_topic_for(self, topic: str) -> str:
         return self.dlq_topic or f"{topic}.DLQ"

@@ -19,6 +19,7 @@ from dotmac.events.policy import FailurePolicy
 __all__ = ["HandlerRegistry", "HandlerRoute", "default_registry", "event_handler", "topic_list"]
 
 H = TypeVar("H", bound=Callable[[Event], Any])
+B = TypeVar("B", bound=Callable[[list[Event]], Any])
 
 
 def topic_list(topics: str | Sequence[str]) -> tuple[str, ...]:
@@ -40,10 +41,12 @@ class HandlerRoute:
     """One handler and how to subscribe it."""
 
     topics: tuple[str, ...]
-    handler: Callable[[Event], Any]
+    handler: Callable[[Any], Any]  # an Event, or a list of them for a batch route
     group: str | None = None
     policy: FailurePolicy | None = None
     concurrency: int = 1
+    batch: tuple[int, float] | None = None
+    """(max_batch_size, max_wait_ms) for a batch handler, which receives lists of events."""
 
     def __post_init__(self) -> None:
         if not callable(self.handler):
@@ -87,6 +90,32 @@ class HandlerRegistry:
 
         def record(handler: H) -> H:
             self.add(names, handler, group=group, options=options, concurrency=concurrency)
+            return handler
+
+        return record
+
+    def batch_handler(
+        self,
+        topics: str | Sequence[str],
+        *,
+        group: str | None = None,
+        options: FailurePolicy | None = None,
+        max_batch_size: int = 100,
+        max_wait_ms: float = 100.0,
+    ) -> Callable[[B], B]:
+        """Decorator: subscribe the function with ``bus.subscribe_batch`` when the registry is
+        started; it receives a list of events (see :meth:`EventBus.subscribe_batch`)."""
+        names = topic_list(topics)
+
+        def record(handler: B) -> B:
+            route = HandlerRoute(
+                topics=names,
+                handler=handler,
+                group=group,
+                policy=options,
+                batch=(max_batch_size, max_wait_ms),
+            )
+            self.routes.append(route)
             return handler
 
         return record

@@ -90,6 +90,19 @@ class EventRouter(HandlerRegistry):
         self.bus = bus
         try:
             for route in self.routes:
+                if route.batch is not None:
+                    size, wait = route.batch
+                    self._subscriptions.append(
+                        await bus.subscribe_batch(
+                            route.topics,
+                            route.handler,
+                            group=route.group,
+                            max_batch_size=size,
+                            max_wait_ms=wait,
+                            policy=route.policy,
+                        )
+                    )
+                    continue
                 self._subscriptions.append(
                     await bus.subscribe(
                         route.topics,

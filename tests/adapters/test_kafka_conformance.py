@@ -18,7 +18,9 @@ class TestKafkaConformance(ConformanceSuite):
     # Nothing is switched off: Tansu supports everything the suite uses (topics, keys, headers,
     # consumer groups with manual commits, rebalances). A group join takes about half the
     # session timeout, so hand-offs get the default 15 s bound.
-    capabilities = Capabilities(request_reply=True, timeout=20.0, handoff_timeout=15.0)
+    capabilities = Capabilities(
+        request_reply=True, delays=False, timeout=20.0, handoff_timeout=15.0
+    )
 
     @pytest.fixture
     def bus_factory(self, kafka_bootstrap: str) -> BusFactory:

@@ -6,6 +6,7 @@ import pytest
 
 from dotmac.events import errors
 from dotmac.events.errors import (
+    BatchFailed,
     BusClosedError,
     CodecError,
     ConfigurationError,
@@ -38,6 +39,7 @@ TREE: list[tuple[type[EventBusError], type[Exception], type[Exception] | None, b
     (HandlerTimeout, EventBusError, TimeoutError, True),
     (RequestTimeout, EventBusError, TimeoutError, True),
     (RetriesExhausted, EventBusError, None, False),
+    (BatchFailed, EventBusError, None, True),
     (Reject, EventBusError, None, False),
 ]
 
@@ -101,3 +103,11 @@ def test_errors_chain_their_cause() -> None:
             raise TransportError("broker unreachable") from exc
     except TransportError as err:
         assert err.__cause__ is cause
+
+
+def test_batch_failed_names_its_events_and_keeps_the_cause() -> None:
+    cause = ValueError("bad row")
+    failed = BatchFailed(["a", "b"], cause)
+    assert failed.events == ("a", "b") and failed.error is cause
+    assert "2 event(s)" in str(failed)
+    assert isinstance(BatchFailed([], "plain text").error, RuntimeError)

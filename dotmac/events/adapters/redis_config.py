@@ -77,7 +77,10 @@ class RedisConfig:
     from the group. ``new_group_start`` is where a named group that does not exist yet begins
     (private groups always start at the end). A pattern subscription (``user.*``) looks for new
     matching streams every ``pattern_refresh`` seconds (one SCAN of the keys under
-    ``key_prefix``). ``consumer_name`` defaults to host-pid-random
+    ``key_prefix``). Delayed events (``publish(event, delay=...)``) wait in Redis and are moved
+    into their streams by every bus that consumes or delays; each checks at least every
+    ``delay_poll_interval`` seconds, which bounds how late a delayed event can be.
+    ``consumer_name`` defaults to host-pid-random
     per subscription; a fixed name makes a restarted process pick up its own pending entries
     first (further subscriptions of the same topic and group get ``-2``, ``-3``... appended).
 
@@ -113,6 +116,7 @@ class RedisConfig:
     idle_consumer_ms: int = 3_600_000
     new_group_start: Literal["earliest", "latest"] = "earliest"
     pattern_refresh: float = 5.0
+    delay_poll_interval: float = 0.5
     close_timeout: float = 10.0
     reconnect_backoff_base_ms: float = 100.0
     reconnect_backoff_max_ms: float = 5_000.0
@@ -219,6 +223,11 @@ class RedisConfig:
             self.new_group_start in ("earliest", "latest"),
             "new_group_start",
             f"must be 'earliest' or 'latest', got {self.new_group_start!r}",
+        )
+        _require(
+            _positive_number(self.delay_poll_interval),
+            "delay_poll_interval",
+            f"must be > 0 seconds, got {self.delay_poll_interval!r}",
         )
         _require(
             _positive_number(self.pattern_refresh),

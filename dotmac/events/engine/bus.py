@@ -10,14 +10,17 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dotmac.events.bus import EventBus, EventHandler, ReadRecord, Subscription, SubscriptionSet
 from dotmac.events.codec import Codec, JsonCodec
+from dotmac.events.delays import due_time
+from dotmac.events.engine.batching import BatchHandler, BatchSubscription
 from dotmac.events.engine.calling import is_async_callable, make_awaitable
 from dotmac.events.engine.handling import REPLY_TO_HEADER
 from dotmac.events.engine.patterns import PatternSubscription
@@ -40,10 +43,16 @@ from dotmac.events.registry import topic_list
 from dotmac.events.schemas import SchemaCodec, TopicSchema, typed_handler
 from dotmac.events.transport import LogRecord, Receiver
 
-__all__ = ["HANDLER_THREADS", "TransportBus"]
+__all__ = ["HANDLER_THREADS", "TransportBus", "retry_topic"]
 
 HANDLER_THREADS = 16
 """Threads a bus runs plain-function (``def``) handlers in, at most, across its subscriptions."""
+
+
+def retry_topic(group: str, topic: str) -> str:
+    """Where ``group``'s non-blocking retries of ``topic`` wait (an internal topic: patterns
+    never match it)."""
+    return f"_retry.{group}.{topic}"
 
 
 class TransportBus(EventBus):
@@ -198,10 +207,62 @@ class TransportBus(EventBus):
                 )
         return event
 
-    async def publish(self, event: Event) -> None:
+    async def publish(
+        self,
+        event: Event,
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """See :meth:`EventBus.publish`; ``delay``/``at`` hold the event in the broker until due."""
         if self._publish_hooks:
             event = self._hooked(event)
-        await self._publish(event)
+        if delay is None and at is None:
+            await self._publish(event)
+            return
+        due = due_time(delay, at, self._now())
+        if due is not None and due > self._now():
+            await self.publish_later(event.topic, [event], due)
+        else:
+            await self._publish(event)
+
+    async def publish_later(self, topic: str, events: Sequence[Event], due: float) -> None:
+        """Hand ``events`` to the broker to append to ``topic`` at Unix time ``due``, without
+        the publish hooks. ``topic`` may differ from the events' own (a retry topic): the
+        events keep theirs, so handlers see the topic they were published to."""
+        self._check_open()
+        encode = self.codec.encode
+        if not self._observed:
+            batch = [(event, encode(event)) for event in events]
+            await self._schedule_translated(topic, batch, due)
+            return
+        with contextlib.ExitStack() as stack:
+            batch = []
+            for event in events:
+                extra = stack.enter_context(self.observer.publishing(event, adapter=self.adapter))
+                ready = event.with_headers(extra) if extra else event
+                batch.append((ready, encode(ready)))
+            await self._schedule_translated(topic, batch, due)
+
+    async def _schedule_translated(
+        self, topic: str, batch: Sequence[tuple[Event, bytes]], due: float
+    ) -> None:
+        try:
+            await self._schedule(topic, batch, due)
+        except EventBusError:
+            raise
+        except Exception as exc:
+            raise PublishError(f"{self.adapter}: delayed publish failed: {exc!r}") from exc
+
+    def _now(self) -> float:
+        """The Unix time delays are measured from (memory's clock can be moved by tests)."""
+        return time.time()
+
+    async def _schedule(self, topic: str, batch: Sequence[tuple[Event, bytes]], due: float) -> None:
+        """Keep encoded events in the broker until Unix time ``due``, then append them to
+        ``topic`` as ``_send`` would (keys kept). Return once the broker holds them durably:
+        they must reach ``topic`` even if every process of ours restarts. Never early."""
+        raise UnsupportedOperation(f"the {self.adapter} transport cannot delay events")
 
     async def _publish(self, event: Event) -> None:
         """Publish without the publish hooks: how the engine sends dead letters and replies,
@@ -266,6 +327,13 @@ class TransportBus(EventBus):
             raise ConfigurationError("concurrency", f"must be an int >= 1, got {concurrency!r}")
         if not callable(handler):
             raise ConfigurationError("handler", f"must be callable, got {handler!r}")
+        rescheduling = policy is not None and policy.retry_mode == "reschedule"
+        if rescheduling and group is None:
+            raise ConfigurationError(
+                "retry_mode",
+                "'reschedule' needs a named group: its retries wait in the group's own retry "
+                "topic, which must outlive this process",
+            )
         if not is_async_callable(handler) and policy is not None and policy.handler_timeout:
             raise ConfigurationError(
                 "handler_timeout",
@@ -278,10 +346,10 @@ class TransportBus(EventBus):
         group_name = group or f"private-{uuid.uuid4().hex}"
         subscriptions: list[Subscription] = []
 
-        def open_topic(name: str, from_beginning: bool = False) -> Any:
+        async def open_topic(name: str, from_beginning: bool = False) -> Subscription:
             schema = self._schemas.get(name) if typed is None else typed[1]
             codec = self.codec if schema is None else SchemaCodec(self.codec, schema)
-            return self._subscribe_one(
+            main = await self._subscribe_one(
                 name,
                 call,
                 group_name,
@@ -291,7 +359,28 @@ class TransportBus(EventBus):
                 chain,
                 codec,
                 from_beginning=from_beginning,
+                reschedule_to=retry_topic(group_name, name) if rescheduling else None,
             )
+            if not rescheduling:
+                return main
+            try:  # the group's retries of this topic: handled like the topic's own events
+                retries = await self._subscribe_one(
+                    name,
+                    call,
+                    group_name,
+                    False,
+                    concurrency,
+                    policy,
+                    chain,
+                    codec,
+                    from_beginning=True,
+                    receive_from=retry_topic(group_name, name),
+                    reschedule_to=retry_topic(group_name, name),
+                )
+            except BaseException:
+                await main.close()
+                raise
+            return SubscriptionSet([main, retries])
 
         try:
             for name in topics:
@@ -317,14 +406,20 @@ class TransportBus(EventBus):
         codec: Codec | None = None,
         *,
         from_beginning: bool = False,
+        receive_from: str | None = None,
+        reschedule_to: str | None = None,
     ) -> Subscription:
+        """Subscribe to ``topic``: events read from ``receive_from`` (default: ``topic``, else
+        its retry topic) are handled as ``topic``'s; failures are re-published, delayed, to
+        ``reschedule_to`` when given (non-blocking retries)."""
         prefetch = self._prefetch(concurrency)
-        if from_beginning:  # only pattern subscriptions ask: other adapters need not know it
+        source = receive_from or topic
+        if from_beginning:  # only patterns and retry topics ask: other adapters need not know it
             receiver = await self._open_receiver(
-                topic, group, private=private, prefetch=prefetch, from_beginning=True
+                source, group, private=private, prefetch=prefetch, from_beginning=True
             )
         else:
-            receiver = await self._open_receiver(topic, group, private=private, prefetch=prefetch)
+            receiver = await self._open_receiver(source, group, private=private, prefetch=prefetch)
         if self._closing:  # close() began while the receiver was opening
             await receiver.close()
             raise BusClosedError(f"{self.adapter} bus is closed")
@@ -343,10 +438,98 @@ class TransportBus(EventBus):
             close_timeout=self.close_timeout,
             on_closed=self._forget,
             middleware=middleware,
+            reschedule=None if reschedule_to is None else self._rescheduler(reschedule_to),
         )
         self._subscriptions.add(subscription)
         subscription.start()
         return subscription
+
+    async def subscribe_batch(
+        self,
+        topic: str | Sequence[str],
+        handler: Callable[[list[Event]], Any],
+        *,
+        group: str | None = None,
+        max_batch_size: int = 100,
+        max_wait_ms: float = 100.0,
+        policy: FailurePolicy | None = None,
+    ) -> Subscription:
+        """See :meth:`EventBus.subscribe_batch`; the flow is in ``engine/batching.py``."""
+        self._check_not_closing()
+        topics = topic_list(topic)
+        patterns = {name: TopicPattern(name) for name in topics if is_pattern(name)}
+        if group is not None and (not isinstance(group, str) or not group):
+            raise ConfigurationError("group", f"must be a non-empty str or None, got {group!r}")
+        if not callable(handler):
+            raise ConfigurationError("handler", f"must be callable, got {handler!r}")
+        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int):
+            raise ConfigurationError("max_batch_size", f"must be an int, got {max_batch_size!r}")
+        if max_batch_size < 1:
+            raise ConfigurationError("max_batch_size", f"must be >= 1, got {max_batch_size}")
+        if (
+            isinstance(max_wait_ms, bool)
+            or not isinstance(max_wait_ms, int | float)
+            or not 0 <= max_wait_ms < 3_600_000
+        ):
+            raise ConfigurationError("max_wait_ms", f"must be >= 0 ms, got {max_wait_ms!r}")
+        if policy is not None and policy.retry_mode == "reschedule":
+            raise ConfigurationError(
+                "retry_mode", "batch handlers retry in place ('redeliver'), not 'reschedule'"
+            )
+        call: BatchHandler = make_awaitable(handler, self._handler_threads)
+        group_name = group or f"private-{uuid.uuid4().hex}"
+        chosen = policy or RedeliverPolicy()
+
+        async def open_topic(name: str, from_beginning: bool = False) -> Subscription:
+            schema = self._schemas.get(name)
+            codec = self.codec if schema is None else SchemaCodec(self.codec, schema)
+            receiver = await self._open_receiver(
+                name,
+                group_name,
+                private=group is None,
+                prefetch=2 * max_batch_size,
+                **({"from_beginning": True} if from_beginning else {}),
+            )
+            if self._closing:
+                await receiver.close()
+                raise BusClosedError(f"{self.adapter} bus is closed")
+            subscription = BatchSubscription(
+                receiver=receiver,
+                topic=name,
+                group=group_name,
+                adapter=self.adapter,
+                handler=call,
+                max_batch_size=max_batch_size,
+                max_wait=max_wait_ms / 1000,
+                policy=chosen,
+                codec=codec,
+                observer=self.observer,
+                publish=self._publish,
+                close_timeout=self.close_timeout,
+                on_closed=self._forget,
+            )
+            self._subscriptions.add(subscription)
+            subscription.start()
+            return subscription
+
+        subscriptions: list[Subscription] = []
+        try:
+            for name in topics:
+                if name in patterns:
+                    one = await self._follow(patterns[name], group_name, policy, open_topic)
+                else:
+                    one = await open_topic(name)
+                subscriptions.append(one)
+        except BaseException:
+            await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
+            raise
+        return subscriptions[0] if len(subscriptions) == 1 else SubscriptionSet(subscriptions)
+
+    def _rescheduler(self, retry_topic: str) -> Callable[[Event, float], Awaitable[None]]:
+        async def reschedule(event: Event, delay: float) -> None:
+            await self.publish_later(retry_topic, [event], self._now() + delay)
+
+        return reschedule
 
     async def _follow(
         self,

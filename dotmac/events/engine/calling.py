@@ -14,13 +14,14 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from dotmac.events.event import Event
 
 __all__ = ["is_async_callable", "make_awaitable"]
 
 Call = Callable[[Event], Awaitable[Any]]
+T = TypeVar("T")  # what the handler takes: an Event, or a list of them for batch handlers
 
 
 def is_async_callable(handler: object) -> bool:
@@ -34,13 +35,13 @@ def is_async_callable(handler: object) -> bool:
 
 
 def make_awaitable(
-    handler: Callable[[Event], Any], threads: Callable[[], ThreadPoolExecutor]
-) -> Call:
+    handler: Callable[[T], Any], threads: Callable[[], ThreadPoolExecutor]
+) -> Callable[[T], Awaitable[Any]]:
     """``handler`` as a coroutine function; ``threads`` gives the pool for a plain function."""
     if is_async_callable(handler):
         return handler
 
-    async def in_thread(event: Event) -> Any:
+    async def in_thread(event: T) -> Any:
         context = contextvars.copy_context()  # middleware and tracing context reach the thread
         result = await asyncio.get_running_loop().run_in_executor(
             threads(), context.run, handler, event

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from dotmac.events.codec import Codec
@@ -26,12 +27,27 @@ from dotmac.events.policy import FailurePolicy
 from dotmac.events.schemas import dump_model
 from dotmac.events.transport import Delivery
 
-__all__ = ["REPLY_TO_HEADER", "MessageHandling", "observing"]
+__all__ = [
+    "ATTEMPTS_HEADER",
+    "FIRST_FAILURE_HEADER",
+    "REPLY_TO_HEADER",
+    "MessageHandling",
+    "observing",
+]
 
 logger = logging.getLogger("dotmac.events")
 
 REPLY_TO_HEADER = "dotmac-reply-to"
 """Header naming the topic a request's reply goes to."""
+
+ATTEMPTS_HEADER = "dotmac-retry-attempts"
+"""On a rescheduled retry (non-blocking mode): how many attempts failed before this copy."""
+
+FIRST_FAILURE_HEADER = "dotmac-retry-first-failure-at"
+"""On a rescheduled retry: when its first attempt failed (ISO 8601, UTC)."""
+
+Reschedule = Callable[[Event, float], Awaitable[None]]
+"""``reschedule(copy, delay)``: publish a retry copy to the group's retry topic, delayed."""
 
 Call = Callable[[Event], Awaitable[Any]]
 
@@ -73,6 +89,21 @@ def _with_timeout(call: Call, timeout: float, topic: str) -> Call:
     return limited
 
 
+def _earlier_attempts(event: Event, delivery: Delivery) -> int:
+    """Attempts a rescheduled copy's predecessors used (from its headers); a header another
+    client mangled counts as none, so the copy is still handled."""
+    try:
+        earlier = max(int(event.headers[ATTEMPTS_HEADER]), 0)
+    except ValueError:
+        return 0
+    if delivery.first_failure_at is None:
+        try:
+            delivery.first_failure_at = datetime.fromisoformat(event.headers[FIRST_FAILURE_HEADER])
+        except (KeyError, ValueError):
+            pass
+    return earlier
+
+
 class MessageHandling:
     """Turns one Delivery into a handler call and an outcome (ack, retry later, dead letter)."""
 
@@ -91,8 +122,10 @@ class MessageHandling:
         retry_later: Callable[[Delivery, float], None],
         report: Callable[[str, BaseException], None],
         middleware: Sequence[ConsumeMiddleware] = (),
+        reschedule: Reschedule | None = None,
     ) -> None:
         self.topic = topic
+        self._reschedule = reschedule
         self.group = group
         self._adapter = adapter
         self._decode = codec.decode
@@ -122,16 +155,17 @@ class MessageHandling:
             error, attempts = delivery.dead_letter_due
             await self.dead_letter(delivery, event, error, attempts)
             return
-        if delivery.count > 1 and self._policy.retry_budget_spent(delivery.count):
+        attempt = delivery.count
+        if event.headers and ATTEMPTS_HEADER in event.headers:  # a rescheduled retry
+            attempt += _earlier_attempts(event, delivery)
+        if attempt > 1 and self._policy.retry_budget_spent(attempt):
             # Earlier deliveries used every attempt, and the consumer holding the last one died
             # before dead-lettering it: dead-letter now instead of calling the handler again.
-            spent = RetriesExhausted(
-                f"all {delivery.count - 1} attempts failed in earlier deliveries"
-            )
-            await self.dead_letter(delivery, event, spent, delivery.count - 1)
+            spent = RetriesExhausted(f"all {attempt - 1} attempts failed in earlier deliveries")
+            await self.dead_letter(delivery, event, spent, attempt - 1)
             return
         event._received(
-            delivery.count,
+            attempt,
             self.group,
             delivery.message_id,
             delivery.partition,
@@ -147,7 +181,7 @@ class MessageHandling:
         except (Exception, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
                 raise  # close() is stopping this worker
-            await self._failed(delivery, event, exc)
+            await self._failed(delivery, event, exc, attempt)
             return
         if event.headers:
             reply_to = event.headers.get(REPLY_TO_HEADER)
@@ -155,23 +189,46 @@ class MessageHandling:
                 await self._reply(event, reply_to, result)
         self._ack(delivery)
 
-    async def _failed(self, delivery: Delivery, event: Event, exc: BaseException) -> None:
-        delay = self._policy.retry_delay(exc, delivery.count)
+    async def _failed(
+        self, delivery: Delivery, event: Event, exc: BaseException, attempt: int
+    ) -> None:
+        delay = self._policy.retry_delay(exc, attempt)
         if delay is None:
-            await self.dead_letter(delivery, event, exc)
+            await self.dead_letter(delivery, event, exc, attempt)
             return
-        self._retry_later(delivery, delay)
+        if delivery.first_failure_at is None:
+            delivery.first_failure_at = datetime.now(UTC)
+        if self._reschedule is None or not await self._rescheduled(delivery, event, attempt, delay):
+            self._retry_later(delivery, delay)
         if self._failure_log is not None:
-            self._failure_log.retrying(delivery.count, delay, exc)
+            self._failure_log.retrying(attempt, delay, exc)
         with observing("retried", self.topic):
             self._observer.retried(
                 event,
                 group=self.group,
                 adapter=self._adapter,
-                attempt=delivery.count,
+                attempt=attempt,
                 delay=delay,
                 error=exc,
             )
+
+    async def _rescheduled(
+        self, delivery: Delivery, event: Event, attempt: int, delay: float
+    ) -> bool:
+        """Publish the retry copy, delayed, then ack the original; False when the broker did not
+        take the copy (the original then waits here, blocking, as in redeliver mode)."""
+        assert self._reschedule is not None
+        first = delivery.first_failure_at or datetime.now(UTC)
+        copy = event.with_headers(  # same id: a consumer can tell it is the same event
+            {ATTEMPTS_HEADER: str(attempt), FIRST_FAILURE_HEADER: first.isoformat()}
+        )
+        try:
+            await self._reschedule(copy, delay)
+        except Exception as exc:
+            self._report("reschedule", exc)
+            return False
+        self._ack(delivery)
+        return True
 
     async def dead_letter(
         self,

@@ -61,6 +61,7 @@ class ReceiverSubscription(Subscription):
         close_timeout: float,
         on_closed: Callable[[Subscription], None],
         middleware: Sequence[ConsumeMiddleware] = (),
+        reschedule: Callable[[Event, float], Awaitable[None]] | None = None,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -86,6 +87,7 @@ class ReceiverSubscription(Subscription):
             retry_later=self._retry_later,
             report=self._report,
             middleware=middleware,
+            reschedule=reschedule,
         )
         self._lanes: list[deque[Delivery]] = [deque() for _ in range(concurrency)]
         self._shared: deque[Delivery] = deque()  # keyless messages, for any idle worker

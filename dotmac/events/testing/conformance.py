@@ -44,6 +44,8 @@ from dotmac.events.errors import (
 )
 from dotmac.events.event import Event, EventMetadata
 from dotmac.events.observability.observer import NoopObserver, Observer
+from dotmac.events.testing.batches import BatchConformance
+from dotmac.events.testing.delays import DelayConformance
 from dotmac.events.testing.patterns import PatternConformance
 
 __all__ = ["BusFactory", "Capabilities", "ConformanceSuite", "wait_until"]
@@ -66,12 +68,14 @@ class Capabilities:
     ``read_log``: the bus reads its log back (``read``, ``read_records``, ``replay``); a
     transport that cannot must raise UnsupportedOperation instead.
     ``patterns``: the bus can list its topics and so follow ``user.*``; give the bus a short
-    ``pattern_refresh`` so new topics are found within ``timeout``.
+    ``pattern_refresh`` so new topics are found within ``timeout``. ``delays``: the bus can
+    hold events until due (``publish(delay=...)``) and so retry without blocking.
     """
 
     request_reply: bool = True
     read_log: bool = True
     patterns: bool = True
+    delays: bool = True
     timeout: float = 15.0
     handoff_timeout: float = 15.0
 
@@ -120,7 +124,7 @@ class _SwitchableDLQCodec(JsonCodec):
         return super().encode(event)
 
 
-class ConformanceSuite(PatternConformance):
+class ConformanceSuite(PatternConformance, DelayConformance, BatchConformance):
     """The contract of :class:`~dotmac.events.bus.EventBus`, run against a real transport."""
 
     capabilities: ClassVar[Capabilities] = Capabilities()

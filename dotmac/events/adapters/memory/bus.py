@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 
 from dotmac.events.adapters.memory.config import MemoryConfig
+from dotmac.events.adapters.memory.delayed import DelayedEvents
 from dotmac.events.adapters.memory.log import Group, Topic
 from dotmac.events.adapters.memory.reader import read_log
 from dotmac.events.adapters.memory.receiver import MemoryReceiver
@@ -36,6 +38,8 @@ class MemoryBus(TransportBus):
         self.config = config or MemoryConfig()
         super().__init__(codec=codec, observer=observer, close_timeout=self.config.close_timeout)
         self._topics: dict[str, Topic] = {}
+        self._delayed = DelayedEvents(self._release_delayed)
+        self._owns_delayed = True
 
     def client(self, *, codec: Codec | None = None, observer: Observer | None = None) -> MemoryBus:
         """Another bus on this bus's in-process broker, as a second process connects to the
@@ -43,6 +47,7 @@ class MemoryBus(TransportBus):
         other = MemoryBus(self.config, codec=codec, observer=observer)
         other._topics = self._topics
         other._topic_watchers = self._topic_watchers  # pattern subscriptions see every client
+        other._delayed, other._owns_delayed = self._delayed, False
         return other
 
     def _topic(self, name: str) -> Topic:
@@ -95,6 +100,38 @@ class MemoryBus(TransportBus):
             state.floor = existing.low if len(state.groups) == 1 else min(state.floor, existing.low)
         existing.members += 1
         return MemoryReceiver(state, group, existing)
+
+    def _now(self) -> float:
+        return self._delayed.now()
+
+    async def _schedule(self, topic: str, batch: Sequence[tuple[Event, bytes]], due: float) -> None:
+        self._delayed.hold(topic, [(data, event.key) for event, data in batch], due)
+
+    def _release_delayed(self, topic: str, data: bytes, key: str | None) -> None:
+        # A due event is appended even to a full topic: it was accepted when it was published.
+        self._topic(topic).append(data, key)
+
+    async def advance(self, seconds: float) -> int:
+        """Move this broker's clock ``seconds`` forward (for tests): delayed events that became
+        due are appended to their topics now. Returns how many were released.
+
+        Raises:
+            ConfigurationError: ``seconds`` is negative (the clock only moves forward).
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ConfigurationError("seconds", f"must be >= 0, got {seconds!r}")
+        released = self._delayed.advance(seconds)
+        await asyncio.sleep(0)  # let woken receivers take them
+        return released
+
+    @property
+    def delayed(self) -> int:
+        """Delayed events held and not yet due."""
+        return len(self._delayed)
+
+    async def _close_transport(self) -> None:
+        if self._owns_delayed:
+            self._delayed.stop()
 
     async def _drop_topic(self, topic: str) -> None:
         self._topics.pop(topic, None)

@@ -21,6 +21,7 @@ from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from dotmac.events.adapters.redis.delayed import DelayMover, schedule
 from dotmac.events.adapters.redis.errors import scrub, translate
 from dotmac.events.adapters.redis.publisher import RedisPublisher
 from dotmac.events.adapters.redis.reader import read_stream
@@ -126,6 +127,7 @@ class RedisStreamsBus(TransportBus):
         self._publisher: RedisPublisher | None = None
         self.lost_to_trimming = 0
         self.pattern_refresh = self.config.pattern_refresh
+        self._mover: DelayMover | None = None
 
     @property
     def client(self) -> Redis:
@@ -153,9 +155,35 @@ class RedisStreamsBus(TransportBus):
         (an entry whose reply was lost is then duplicated: at-least-once)."""
         await (self._publisher or self._get_publisher()).send(batch)
 
+    async def _schedule(self, topic: str, batch: Sequence[tuple[Event, bytes]], due: float) -> None:
+        """Hold the events in Redis until ``due`` (see ``delayed.py``)."""
+        try:
+            await schedule(self.client, self.config.key_prefix, topic, batch, due)
+        except Exception as exc:
+            raise translate(
+                exc, doing=f"delay events for {topic}", secrets=self.config.secrets, publish=True
+            ) from exc
+        mover = self._delay_mover()
+        if due - self._now() < self.config.delay_poll_interval:
+            mover.poke()
+
+    def _delay_mover(self) -> DelayMover:
+        """The mover of due events, started by the first delay or subscription of this bus."""
+        if self._mover is None:
+            self._mover = DelayMover(
+                self.client,
+                prefix=self.config.key_prefix,
+                max_stream_length=self.config.max_stream_length,
+                poll_interval=self.config.delay_poll_interval,
+                report=functools.partial(self._report, "_delayed"),
+            )
+            self._mover.start()
+        return self._mover
+
     async def _open_receiver(
         self, topic: str, group: str, *, private: bool, prefetch: int, from_beginning: bool = False
     ) -> Receiver:
+        self._delay_mover()
         stream = self.stream_key(topic)
         latest = private or self.config.new_group_start == "latest"
         start = "$" if latest and not from_beginning else "0"
@@ -280,7 +308,15 @@ class RedisStreamsBus(TransportBus):
             healthy=healthy, adapter=self.adapter, latency_ms=latency, details=details
         )
 
-    async def stats(self, topic: str, group: str | None = None) -> BacklogStats:
+    async def stats(
+        self, topic: str, group: str | None = None, *, dlq_topic: str | None = None
+    ) -> BacklogStats:
+        """``XLEN``, the group's ``lag`` and ``pending`` from ``XINFO GROUPS``, the DLQ's
+        ``XLEN``, and the age of the group's oldest pending entry (the lowest id in ``XPENDING``:
+        entries are first delivered in id order) since its first delivery: its idle time plus
+        the idle time heartbeats, retries and claims erased (the receiver's held-time hash). A
+        stuck handler's entry therefore ages although its consumer keeps touching it. Two
+        round trips."""
         stream = self.stream_key(topic)
         try:
             pipe = self.client.pipeline(transaction=False)
