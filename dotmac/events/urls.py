@@ -3,12 +3,15 @@
     memory://?max_queue_size=5000
     redis://user:secret@host:6379/0?key_prefix=app&block_ms=500     (also rediss://, TLS)
     kafka://h1:9092,h2:9092?client_id=billing&num_partitions=6
+    nats://user:secret@h1:4222,h2:4222?stream_prefix=APP&ack_wait=60   (also tls://, TLS)
 
 Query parameters map onto the fields of :class:`~dotmac.events.adapters.memory.MemoryConfig`,
-:class:`~dotmac.events.adapters.redis_config.RedisConfig` or
-:class:`~dotmac.events.adapters.kafka_config.KafkaConfig` by name, converted to the field's type
+:class:`~dotmac.events.adapters.redis_config.RedisConfig`,
+:class:`~dotmac.events.adapters.kafka_config.KafkaConfig` or
+:class:`~dotmac.events.adapters.nats_config.NatsConfig` by name, converted to the field's type
 (int, float, bool as ``true/false/1/0/yes/no/on/off``, ``none`` for optional fields). A Kafka URL's
-``user:password@`` becomes ``sasl_username``/``sasl_password``. With no URL, ``DOTMAC_EVENTS_URL``
+``user:password@`` becomes ``sasl_username``/``sasl_password``; a NATS URL's becomes
+``user``/``password`` (a lone ``token@`` becomes ``token``). With no URL, ``DOTMAC_EVENTS_URL``
 is read. Passwords never appear in errors or in :func:`redact`'s output.
 """
 
@@ -23,6 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.adapters.memory import MemoryConfig
+from dotmac.events.adapters.nats_config import NatsConfig
 from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.errors import ConfigurationError
 
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["ENV_VAR", "create_bus", "parse_bus_url", "redact"]
 
 ENV_VAR = "DOTMAC_EVENTS_URL"
-SCHEMES = ("memory", "redis", "rediss", "kafka")
+SCHEMES = ("memory", "redis", "rediss", "kafka", "nats", "tls")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 # Fields the URL's other parts set, or that no string can express.
@@ -42,10 +46,11 @@ _NOT_PARAMETERS: dict[type[Any], frozenset[str]] = {
     MemoryConfig: frozenset(),
     RedisConfig: frozenset({"url", "host", "port", "db", "username"}),
     KafkaConfig: frozenset({"bootstrap_servers", "ssl_context", "sasl_username"}),
+    NatsConfig: frozenset({"servers", "user"}),
 }
-_SECRET_PARAMETERS = frozenset({"password", "sasl_password"})
+_SECRET_PARAMETERS = frozenset({"password", "sasl_password", "token"})
 
-AnyConfig = MemoryConfig | RedisConfig | KafkaConfig
+AnyConfig = MemoryConfig | RedisConfig | KafkaConfig | NatsConfig
 
 
 def redact(url: str) -> str:
@@ -121,6 +126,10 @@ def create_bus(
         from dotmac.events.adapters import create_kafka_bus
 
         return create_kafka_bus(config, codec=codec, observer=observer)
+    if isinstance(config, NatsConfig):
+        from dotmac.events.adapters import create_nats_bus
+
+        return create_nats_bus(config, codec=codec, observer=observer)
     from dotmac.events.adapters.memory import create_memory_bus
 
     return create_memory_bus(config, codec=codec, observer=observer)
@@ -159,6 +168,8 @@ def _parse(url: str) -> AnyConfig:
         return MemoryConfig(**_parameters(MemoryConfig, query))
     if scheme == "kafka":
         return _kafka(netloc, path, query)
+    if scheme in ("nats", "tls"):
+        return _nats(scheme, netloc, path, query)
     return _redis(scheme, netloc, path, query)
 
 
@@ -191,6 +202,24 @@ def _kafka(netloc: str, path: str, query: str) -> KafkaConfig:
     if not hosts:
         raise ConfigurationError("url", "kafka:// needs host:port[,host:port...]")
     return KafkaConfig(bootstrap_servers=hosts, **params)
+
+
+def _nats(scheme: str, netloc: str, path: str, query: str) -> NatsConfig:
+    params = _parameters(NatsConfig, query)
+    if path:
+        raise ConfigurationError("url", f"{scheme}:// takes no path, got {path!r}")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            params["user"] = unquote(user)
+            params["password"] = unquote(password)
+        elif "token" not in params:
+            params["token"] = unquote(user)
+    if not hosts or any(not h for h in hosts.split(",")):
+        raise ConfigurationError("url", f"{scheme}:// needs host:port[,host:port...]")
+    servers = ",".join(f"{scheme}://{h if ':' in h else h + ':4222'}" for h in hosts.split(","))
+    return NatsConfig(servers=servers, **params)
 
 
 def _parameters(config: type[Any], query: str) -> dict[str, Any]:
