@@ -10,6 +10,7 @@ native errors in one place and raise one of these ``from`` the original.
     ├── InvalidEventError (ValueError)    an Event built with bad fields           not retryable
     ├── PublishError                      the transport did not accept an event    retryable
     ├── TransportError                    the broker failed or is unreachable      retryable
+    │   └── AuthenticationError           credentials refused (or none given)      not retryable
     ├── BusClosedError (RuntimeError)     the bus or subscription is closed        not retryable
     ├── UnsupportedOperation              the transport cannot do this             not retryable
     ├── CodecError                                                                not retryable
@@ -22,15 +23,27 @@ native errors in one place and raise one of these ``from`` the original.
     ├── BatchFailed                       raised by a batch handler: some failed   retryable
     └── Reject                            raised by a handler: dead-letter now     not retryable
 
-``retryable`` is a class attribute: ``True`` where trying the same thing again later can succeed.
+``retryable`` says whether trying the same thing again later can succeed. The class sets the
+default; an adapter sets it per error where the cause decides. So a PublishError or
+TransportError is retryable for a refused connection, a timeout or a busy broker (Redis
+``BUSY``/``LOADING``/``OOM``, a retriable Kafka error), and not for a Redis host name that does
+not resolve, a TLS certificate that is not trusted, or a command the broker rejects as wrong.
+AuthenticationError is raised by any call, ``publish`` included (nothing was sent): wrong or
+missing credentials, or a user the broker does not permit; its text never holds the password.
+
+PublishError also says whether the broker may hold the event (``may_have_been_written``):
+False when it certainly does not (publish again freely), True when the request may have
+reached it and the answer was lost (publishing again may duplicate; consumers dedupe on
+``event.id``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 __all__ = [
+    "AuthenticationError",
     "BatchFailed",
     "BusClosedError",
     "CodecError",
@@ -51,9 +64,17 @@ __all__ = [
 
 
 class EventBusError(Exception):
-    """Root of every error this library raises."""
+    """Root of every error this library raises.
 
-    retryable: ClassVar[bool] = False
+    ``retryable`` defaults to the class's value; ``retryable=`` overrides it for one error.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, *args: object, retryable: bool | None = None) -> None:
+        super().__init__(*args)
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class ConfigurationError(EventBusError, ValueError):
@@ -70,15 +91,34 @@ class InvalidEventError(EventBusError, ValueError):
 
 
 class PublishError(EventBusError):
-    """The transport did not confirm that it accepted the event."""
+    """The transport did not confirm that it accepted the event.
+
+    ``may_have_been_written`` says what a caller may do next. False: no event of the call
+    reached the broker (the connection could not be opened, the broker refused it): publish
+    again, nothing is duplicated. True (the default, when an adapter cannot tell): the broker
+    may hold some of them (the request was sent and no answer came): publishing again may
+    write them twice, so consumers must dedupe on ``event.id``, which a republished event keeps.
+    """
 
     retryable = True
+
+    def __init__(self, *args: object, may_have_been_written: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.may_have_been_written = may_have_been_written
 
 
 class TransportError(EventBusError):
     """The broker failed, timed out or could not be reached."""
 
     retryable = True
+
+
+class AuthenticationError(TransportError):
+    """The broker refused our credentials, none were given where it needs them, or the user
+    may not run what we asked (Redis ``NOPERM``, Kafka authorization). Not retryable: the same
+    credentials fail again. The message never holds the password."""
+
+    retryable = False
 
 
 class BusClosedError(EventBusError, RuntimeError):

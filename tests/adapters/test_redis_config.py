@@ -10,9 +10,9 @@ import pytest
 import redis.asyncio as redis_asyncio
 
 from dotmac.events import (
+    AuthenticationError,
     ConfigurationError,
     Event,
-    PublishError,
     RedisConfig,
     RedisStreamsBus,
     TransportError,
@@ -128,9 +128,9 @@ async def test_wrong_password_errors_hide_it(caplog: pytest.LogCaptureFixture) -
 
         url = f"redis://default:{SECRET}@127.0.0.1:{server.port}/0"
         bus = create_redis_bus(RedisConfig(url=url, publish_retries=0))
-        with pytest.raises(PublishError) as info:
+        with pytest.raises(AuthenticationError) as info:
             await bus.publish(Event("t", 1))
-        assert SECRET not in str(info.value)
+        assert SECRET not in str(info.value) and not info.value.retryable
         health = await bus.health()
         assert not health.healthy and SECRET not in str(health)
         with pytest.raises(TransportError) as stats_info:

@@ -66,7 +66,7 @@ async def test_ssl_flag_with_a_redis_url_speaks_tls(redis_url: str, redis_prefix
     try:
         with pytest.raises(PublishError) as caught:
             await bus.publish(Event("tls", 1))
-        assert "connection lost" in str(caught.value), caught.value
+        assert "timed out" in str(caught.value), caught.value  # no TLS handshake answer
         assert not isinstance(caught.value.__cause__, TypeError)
     finally:
         await bus.close()

@@ -6,6 +6,7 @@ import pytest
 
 from dotmac.events import errors
 from dotmac.events.errors import (
+    AuthenticationError,
     BatchFailed,
     BusClosedError,
     CodecError,
@@ -30,6 +31,7 @@ TREE: list[tuple[type[EventBusError], type[Exception], type[Exception] | None, b
     (InvalidEventError, EventBusError, ValueError, False),
     (PublishError, EventBusError, None, True),
     (TransportError, EventBusError, None, True),
+    (AuthenticationError, TransportError, None, False),
     (BusClosedError, EventBusError, RuntimeError, False),
     (UnsupportedOperation, EventBusError, None, False),
     (CodecError, EventBusError, None, False),

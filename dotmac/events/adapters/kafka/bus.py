@@ -33,7 +33,12 @@ from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.bus import BacklogStats, HealthStatus
 from dotmac.events.codec import Codec
 from dotmac.events.engine import TransportBus
-from dotmac.events.errors import ConfigurationError, PublishError, TransportError
+from dotmac.events.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    PublishError,
+    TransportError,
+)
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
 from dotmac.events.transport import LogRecord, Receiver
@@ -230,12 +235,15 @@ class KafkaBus(TransportBus):
         for topic in {event.topic for event, _ in batch}:
             if not _TOPIC_NAME.match(topic):
                 raise PublishError(
-                    f"kafka: {topic!r} is not a valid topic name ([A-Za-z0-9._-]{{1,249}})"
+                    f"kafka: {topic!r} is not a valid topic name ([A-Za-z0-9._-]{{1,249}})",
+                    retryable=False,
                 )
             try:
                 await self._ensure_topic(topic)
+            except AuthenticationError:
+                raise
             except TransportError as exc:
-                raise PublishError(str(exc)) from exc
+                raise PublishError(str(exc), retryable=exc.retryable) from exc
         return await self._get_producer()
 
     @staticmethod

@@ -1,24 +1,64 @@
 """The one place aiokafka's errors become ours.
 
 Every call into aiokafka runs inside :func:`kafka_errors`, so callers never see
-``aiokafka.errors`` (or the bare OSError/TimeoutError aiokafka lets through).
+``aiokafka.errors`` (or the bare OSError/TimeoutError aiokafka lets through). Refused SASL
+credentials and authorization failures become AuthenticationError; every other error carries
+``retryable`` from :func:`is_retriable`: a TLS certificate that is not trusted is not
+retriable, whatever aiokafka's class says. aiokafka reports a bootstrap server it could not
+reach the same way whether its name resolves or not, so that one stays retriable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import ssl
 from collections.abc import Iterator
 
 from aiokafka import errors as kafka
 
-from dotmac.events.errors import EventBusError, PublishError, TransportError
+from dotmac.events.errors import AuthenticationError, EventBusError, PublishError, TransportError
 
-__all__ = ["is_retriable", "kafka_errors", "translate"]
+__all__ = ["is_auth_error", "is_retriable", "kafka_errors", "translate"]
+
+_AUTH_ERRORS = (
+    kafka.AuthenticationFailedError,
+    kafka.AuthenticationMethodNotSupported,
+    kafka.SaslAuthenticationFailed,
+    kafka.UnsupportedSaslMechanismError,
+    kafka.IllegalSaslStateError,
+    kafka.TopicAuthorizationFailedError,
+    kafka.GroupAuthorizationFailedError,
+    kafka.ClusterAuthorizationFailedError,
+    kafka.TransactionalIdAuthorizationFailed,
+)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was raised from or while handling (aiokafka wraps socket errors)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 8:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    """True when the broker refused our credentials or what they allow."""
+    return any(isinstance(e, _AUTH_ERRORS) for e in _chain(exc))
+
+
+def _is_misconfigured(exc: BaseException) -> bool:
+    """A host name that does not resolve or a certificate not trusted: the same next time."""
+    return any(isinstance(e, socket.gaierror | ssl.SSLCertVerificationError) for e in _chain(exc))
 
 
 def is_retriable(exc: BaseException) -> bool:
     """True where sending the same thing again later can succeed."""
+    if is_auth_error(exc) or _is_misconfigured(exc):
+        return False
     if isinstance(exc, kafka.KafkaError):
         return bool(exc.retriable) or isinstance(
             exc, kafka.KafkaTimeoutError | kafka.KafkaConnectionError | kafka.RequestTimedOutError
@@ -30,9 +70,16 @@ def translate(exc: BaseException, doing: str, *, publishing: bool = False) -> Ev
     """Our error for a failure of ``doing``; PublishError when an event was being published."""
     if isinstance(exc, EventBusError):
         return exc
-    kind = "retriable" if is_retriable(exc) else "not retriable"
+    if is_auth_error(exc):
+        return AuthenticationError(
+            f"kafka: {doing} failed: authentication or authorization refused: "
+            f"{type(exc).__name__}: {exc}"
+        )
+    retryable = is_retriable(exc)
+    kind = "retriable" if retryable else "not retriable"
     message = f"kafka: {doing} failed ({kind}): {type(exc).__name__}: {exc}"
-    return PublishError(message) if publishing else TransportError(message)
+    error_class = PublishError if publishing else TransportError
+    return error_class(message, retryable=retryable)
 
 
 @contextlib.contextmanager

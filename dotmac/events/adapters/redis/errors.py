@@ -1,12 +1,21 @@
-"""The one place where redis-py errors become dotmac.events errors, with secrets scrubbed."""
+"""The one place where redis-py errors become dotmac.events errors, with secrets scrubbed.
+
+Each error says whether retrying can help (``retryable``): yes for a refused or lost
+connection, a timeout or a busy server; no for refused credentials (AuthenticationError), a
+host name that does not resolve, a TLS certificate that is not trusted, or a command Redis
+rejects as wrong (``WRONGTYPE``...), which fails the same way every time.
+"""
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 from redis import exceptions as redis_errors
 
-from dotmac.events.errors import EventBusError, PublishError, TransportError
+from dotmac.events.errors import AuthenticationError, EventBusError, PublishError, TransportError
 
-__all__ = ["is_connection_error", "is_no_group", "scrub", "translate"]
+__all__ = ["is_connection_error", "is_no_group", "is_retryable", "scrub", "translate"]
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,  # includes AuthenticationError, BusyLoadingError
@@ -17,6 +26,15 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Errors that mean the server could not be reached or did not answer: retry after a backoff."""
 
+_BUSY = (
+    redis_errors.BusyLoadingError,  # LOADING: the dataset is being loaded after a restart
+    redis_errors.OutOfMemoryError,  # OOM: maxmemory reached until consumers trim or keys expire
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,  # includes MASTERDOWN
+)
+_BUSY_REPLIES = ("BUSY ", "READONLY ")  # a script running too long; a replica being promoted
+_NO_CREDENTIALS = ("NOAUTH", "HELLO must be called", "Authentication required")
+
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
     """``text`` with every secret replaced by ``***``."""
@@ -26,11 +44,48 @@ def scrub(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was raised from or while handling (redis-py wraps socket errors)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 8:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _is_auth(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        redis_errors.AuthenticationError
+        | redis_errors.AuthorizationError
+        | redis_errors.NoPermissionError
+        | redis_errors.AuthenticationWrongNumberOfArgsError,
+    )
+
+
+def _unresolved_host(exc: BaseException) -> bool:
+    return any(isinstance(e, socket.gaierror) for e in _chain(exc))
+
+
+def _untrusted_tls(exc: BaseException) -> bool:
+    return any(isinstance(e, ssl.SSLCertVerificationError) for e in _chain(exc))
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True when ``exc`` means the connection failed (not that Redis refused the command)."""
     return isinstance(exc, CONNECTION_ERRORS) and not isinstance(
         exc, redis_errors.AuthenticationError
     )
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True where doing the same again later can succeed (see the module docstring)."""
+    if _is_auth(exc) or _unresolved_host(exc) or _untrusted_tls(exc):
+        return False
+    if isinstance(exc, _BUSY) or is_connection_error(exc):
+        return True
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith(_BUSY_REPLIES)
 
 
 def is_no_group(exc: BaseException) -> bool:
@@ -40,15 +95,42 @@ def is_no_group(exc: BaseException) -> bool:
     return isinstance(exc, redis_errors.ResponseError) and "NOGROUP" in str(exc)
 
 
+def _auth_reason(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, redis_errors.NoPermissionError):
+        return f"the user may not run this command or use this key ({text})"
+    if any(marker in text for marker in _NO_CREDENTIALS):
+        return "the server requires credentials and none were given (set username/password)"
+    return "wrong username or password, or the user is disabled"
+
+
 def translate(
     exc: BaseException, *, doing: str, secrets: tuple[str, ...], publish: bool = False
 ) -> EventBusError:
     """Our error for a redis-py (or socket) error raised while ``doing`` something.
 
-    Returns ``exc`` itself when it already is one of ours. Raise the result ``from exc``.
+    AuthenticationError for refused credentials (from publish too: nothing was sent);
+    otherwise PublishError when publishing, else TransportError, with ``retryable`` set from
+    the cause. Returns ``exc`` itself when it already is one of ours. Raise it ``from exc``.
     """
     if isinstance(exc, EventBusError):
         return exc
-    kind = "connection lost" if is_connection_error(exc) else type(exc).__name__
+    if _is_auth(exc):
+        return AuthenticationError(
+            scrub(f"redis {doing} failed: authentication refused: {_auth_reason(exc)}", secrets)
+        )
+    if _unresolved_host(exc):
+        kind = "host name does not resolve"
+    elif _untrusted_tls(exc):
+        kind = "TLS certificate not trusted"
+    elif any(isinstance(e, ConnectionRefusedError) for e in _chain(exc)):
+        kind = "connection refused"
+    elif isinstance(exc, redis_errors.TimeoutError | TimeoutError):
+        kind = "timed out"
+    elif is_connection_error(exc):
+        kind = "connection lost"
+    else:
+        kind = type(exc).__name__
     message = scrub(f"redis {doing} failed ({kind}): {exc}", secrets)
-    return PublishError(message) if publish else TransportError(message)
+    error_class = PublishError if publish else TransportError
+    return error_class(message, retryable=is_retryable(exc))
