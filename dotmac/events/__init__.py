@@ -1,14 +1,15 @@
-"""dotmac-events: publish and consume events through one small API on memory, Redis or Kafka.
+"""dotmac-events: publish and consume events through one small API on memory, Redis, Kafka or NATS.
 
-Importing this package imports no broker client: ``create_redis_bus`` and ``create_kafka_bus``
-load their adapter (and its extra) only when called.
+Importing this package imports no broker client: ``create_redis_bus``, ``create_kafka_bus`` and
+``create_nats_bus`` load their adapter (and its extra) only when called.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from dotmac.events.adapters import create_kafka_bus, create_redis_bus
+from dotmac.events.adapters import create_kafka_bus, create_nats_bus, create_redis_bus
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.adapters.memory import MemoryBus, MemoryConfig, create_memory_bus
+from dotmac.events.adapters.nats_config import NatsConfig
 from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import (
@@ -72,10 +73,12 @@ from dotmac.events.urls import create_bus
 
 if TYPE_CHECKING:
     from dotmac.events.adapters.kafka import KafkaBus as KafkaBus
+    from dotmac.events.adapters.nats import NatsJetStreamBus as NatsJetStreamBus
     from dotmac.events.adapters.redis import RedisStreamsBus as RedisStreamsBus
 
 _LAZY = {  # extra-backed classes: attributes, not in __all__, so `import *` needs no extra
     "KafkaBus": "dotmac.events.adapters.kafka",
+    "NatsJetStreamBus": "dotmac.events.adapters.nats",
     "RedisStreamsBus": "dotmac.events.adapters.redis",
 }
 
@@ -129,6 +132,7 @@ __all__ = [
     "MemoryConfig",
     "MetricsCollector",
     "MetricsReport",
+    "NatsConfig",
     "NoopObserver",
     "ObservabilityHooks",
     "Observer",
@@ -155,6 +159,7 @@ __all__ = [
     "create_exponential_retry_options",
     "create_kafka_bus",
     "create_memory_bus",
+    "create_nats_bus",
     "create_redis_bus",
     "event_handler",
     "log_dlq_entry",
