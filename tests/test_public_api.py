@@ -7,7 +7,15 @@ import sys
 
 import dotmac.events
 
-EXTRAS = ("redis", "aiokafka", "prometheus_client", "opentelemetry", "pydantic", "msgspec")
+EXTRAS = (
+    "redis",
+    "aiokafka",
+    "nats",
+    "prometheus_client",
+    "opentelemetry",
+    "pydantic",
+    "msgspec",
+)
 
 
 def test_all_is_sorted_and_unique() -> None:
@@ -36,6 +44,8 @@ def test_core_names_are_exported() -> None:
         "create_memory_bus",
         "create_redis_bus",
         "create_kafka_bus",
+        "create_nats_bus",
+        "NatsConfig",
         "SimpleDLQ",
         "create_dlq_consumer",
         "log_dlq_entry",

@@ -24,15 +24,15 @@ SCRIPT = textwrap.dedent(
     import sys
 
     EXTRAS = (
-        "redis", "aiokafka", "prometheus_client", "opentelemetry", "click", "rich", "pydantic",
-        "msgspec",
+        "redis", "aiokafka", "nats", "prometheus_client", "opentelemetry", "click", "rich",
+        "pydantic", "msgspec",
     )
     assert [m for m in EXTRAS if importlib.util.find_spec(m) is not None] == [], "not a bare venv"
 
     import dotmac.events
     from dotmac.events import (
-        ConsumerOptions, Event, Reject, create_kafka_bus, create_memory_bus, create_redis_bus,
-        run_consumer,
+        ConsumerOptions, Event, Reject, create_kafka_bus, create_memory_bus, create_nats_bus,
+        create_redis_bus, run_consumer,
     )
 
     assert dotmac.events.__file__.startswith(sys.prefix), dotmac.events.__file__
@@ -65,7 +65,9 @@ SCRIPT = textwrap.dedent(
 
     asyncio.run(main())
 
-    for factory, extra in ((create_redis_bus, "redis"), (create_kafka_bus, "kafka")):
+    for factory, extra in (
+        (create_redis_bus, "redis"), (create_kafka_bus, "kafka"), (create_nats_bus, "nats")
+    ):
         try:
             factory()
         except ImportError as exc:
