@@ -45,9 +45,11 @@ def record_pipelines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     real = publisher_module.RedisPublisher._round_trip
 
-    async def spy(self: publisher_module.RedisPublisher, commands: list[bytes]) -> list[Any]:
+    async def spy(
+        self: publisher_module.RedisPublisher, commands: list[bytes], limit: float
+    ) -> list[Any]:
         sizes.append(len(commands))
-        return await real(self, commands)
+        return await real(self, commands, limit)
 
     monkeypatch.setattr(publisher_module.RedisPublisher, "_round_trip", spy)
     return sizes
@@ -219,13 +221,15 @@ async def test_cancelling_a_caller_whose_pipeline_is_in_flight_leaves_it_fine(
     second_sent = asyncio.Event()
     real = publisher_module.RedisPublisher._round_trip
 
-    async def spy(self: publisher_module.RedisPublisher, commands: list[bytes]) -> list[Any]:
+    async def spy(
+        self: publisher_module.RedisPublisher, commands: list[bytes], limit: float
+    ) -> list[Any]:
         sizes.append(len(commands))
         if len(sizes) == 2:
             # The drain task writes the pipeline before it first yields, so by the time the
             # test wakes up the pipeline is on the wire.
             second_sent.set()
-        return await real(self, commands)
+        return await real(self, commands, limit)
 
     monkeypatch.setattr(publisher_module.RedisPublisher, "_round_trip", spy)
     events = [Event("orders", i) for i in range(30)]
@@ -239,11 +243,12 @@ async def test_cancelling_a_caller_whose_pipeline_is_in_flight_leaves_it_fine(
     assert all(seen[str(event.id)] == 1 for event in events)  # 5 too: it had been sent
 
 
-async def test_entries_without_a_reply_are_resent_for_their_callers_only(
+async def test_entries_never_sent_are_resent_for_their_callers_only(
     redis_url: str, redis_prefix: str, raw: redis_asyncio.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The connection drops after the first 10 replies of a 20-entry pipeline: those 10 callers
-    return, the other 10 entries are sent again, and every event is written exactly once."""
+    """The connection fails after the first 10 entries of a 20-entry pipeline were written and
+    answered, before the other 10 were written: those 10 callers return, the other 10 entries
+    are sent again, and every event is written exactly once."""
     config = RedisConfig(
         url=redis_url, key_prefix=redis_prefix, publish_retries=1, reconnect_backoff_base_ms=0
     )
@@ -251,18 +256,18 @@ async def test_entries_without_a_reply_are_resent_for_their_callers_only(
     real = publisher_module.RedisPublisher._round_trip
     sizes: list[int] = []
 
-    async def drop_after_ten(
-        self: publisher_module.RedisPublisher, commands: list[bytes]
+    async def fail_after_ten(
+        self: publisher_module.RedisPublisher, commands: list[bytes], limit: float
     ) -> list[Any]:
         sizes.append(len(commands))
         if len(commands) < 20:
-            return await real(self, commands)
-        answered = await real(self, commands[:10])
+            return await real(self, commands, limit)
+        answered = await real(self, commands[:10], limit)
         await self._drop_connection()
-        lost = redis_asyncio.ConnectionError("connection reset (test)")
-        return answered + [lost] * (len(commands) - 10)
+        unsent = publisher_module.NotSent("connection refused (test)")
+        return answered + [unsent] * (len(commands) - 10)
 
-    monkeypatch.setattr(publisher_module.RedisPublisher, "_round_trip", drop_after_ten)
+    monkeypatch.setattr(publisher_module.RedisPublisher, "_round_trip", fail_after_ten)
     try:
         first = asyncio.ensure_future(bus.publish(Event("orders", "first")))
         await asyncio.sleep(0)
@@ -276,7 +281,51 @@ async def test_entries_without_a_reply_are_resent_for_their_callers_only(
     assert all(seen[str(event.id)] == 1 for event in events)
 
 
-async def test_connection_errors_past_the_retries_fail_their_callers(
+async def test_entries_written_without_a_reply_fail_and_are_never_resent(
+    redis_url: str, redis_prefix: str, raw: redis_asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops after 10 of 20 entries were answered; the other 10 were written
+    (their replies are lost): resending them could write them twice, so their callers get
+    PublishError(may_have_been_written=True) and nothing is sent again."""
+    config = RedisConfig(
+        url=redis_url, key_prefix=redis_prefix, publish_retries=5, reconnect_backoff_base_ms=0
+    )
+    bus = create_redis_bus(config)
+    real = publisher_module.RedisPublisher._round_trip
+    sizes: list[int] = []
+
+    async def lose_replies_after_ten(
+        self: publisher_module.RedisPublisher, commands: list[bytes], limit: float
+    ) -> list[Any]:
+        sizes.append(len(commands))
+        replies = await real(self, commands, limit)
+        if len(commands) < 20:
+            return replies
+        await self._drop_connection()
+        lost = redis_asyncio.ConnectionError("connection reset (test)")
+        return replies[:10] + [lost] * (len(commands) - 10)
+
+    monkeypatch.setattr(publisher_module.RedisPublisher, "_round_trip", lose_replies_after_ten)
+    try:
+        first = asyncio.ensure_future(bus.publish(Event("orders", "first")))
+        await asyncio.sleep(0)
+        events = [Event("orders", i) for i in range(20)]
+        results = await asyncio.gather(
+            *(bus.publish(event) for event in events), return_exceptions=True
+        )
+        await first
+    finally:
+        await bus.close()
+    assert sizes == [1, 20]
+    assert results[:10] == [None] * 10
+    for failure in results[10:]:
+        assert isinstance(failure, PublishError)
+        assert failure.may_have_been_written is True
+    seen = await stream_ids(raw, f"{redis_prefix}orders")
+    assert all(seen[str(event.id)] == 1 for event in events)  # written once, none twice
+
+
+async def test_connection_failures_past_the_retries_fail_their_callers(
     redis_url: str, redis_prefix: str, raw: redis_asyncio.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = RedisConfig(
@@ -285,17 +334,17 @@ async def test_connection_errors_past_the_retries_fail_their_callers(
     bus = create_redis_bus(config)
     real = publisher_module.RedisPublisher._round_trip
 
-    async def second_half_lost(
-        self: publisher_module.RedisPublisher, commands: list[bytes]
+    async def second_half_unsent(
+        self: publisher_module.RedisPublisher, commands: list[bytes], limit: float
     ) -> list[Any]:
         if len(commands) == 1:
-            return await real(self, commands)
+            return await real(self, commands, limit)
         half = len(commands) // 2
-        answered = await real(self, commands[:half])
-        lost = redis_asyncio.ConnectionError("connection reset (test)")
-        return answered + [lost] * (len(commands) - half)
+        answered = await real(self, commands[:half], limit)
+        unsent = publisher_module.NotSent("connection refused (test)")
+        return answered + [unsent] * (len(commands) - half)
 
-    monkeypatch.setattr(publisher_module.RedisPublisher, "_round_trip", second_half_lost)
+    monkeypatch.setattr(publisher_module.RedisPublisher, "_round_trip", second_half_unsent)
     try:
         first = asyncio.ensure_future(bus.publish(Event("orders", "first")))
         await asyncio.sleep(0)
@@ -309,7 +358,8 @@ async def test_connection_errors_past_the_retries_fail_their_callers(
     assert results[:6] == [None] * 6
     for failure in results[6:]:
         assert isinstance(failure, PublishError)
-        assert "connection lost" in str(failure) and "2 attempt(s)" in str(failure)
+        assert "2 attempt(s)" in str(failure)
+        assert failure.may_have_been_written is False  # never written: safe to publish again
     assert await raw.xlen(f"{redis_prefix}orders") == 7
 
 

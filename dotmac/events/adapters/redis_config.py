@@ -85,10 +85,14 @@ class RedisConfig:
     first (further subscriptions of the same topic and group get ``-2``, ``-3``... appended).
 
     Failures: ``connection_timeout`` bounds connecting; ``consumer_timeout`` bounds any one
-    command (it must exceed ``block_ms``). A publish that fails on a connection error is tried
-    ``publish_retries`` more times, waiting ``reconnect_backoff_base_ms`` doubling up to
-    ``reconnect_backoff_max_ms``, then raises PublishError. Consumers reconnect with the same
-    backoff, for as long as it takes.
+    command (it must exceed ``block_ms``). ``publish_timeout`` bounds a whole ``publish`` call:
+    while the connection cannot be opened (a server restarting) its entries are sent again on a
+    fresh connection, waiting ``reconnect_backoff_base_ms`` doubling up to
+    ``reconnect_backoff_max_ms``, until ``publish_timeout`` or, when set, ``publish_retries``
+    resends are spent; then PublishError(may_have_been_written=False). An entry written
+    without a reply within ``consumer_timeout`` is not resent (that could write it twice):
+    PublishError(may_have_been_written=True). Consumers reconnect with the same backoff, for
+    as long as it takes.
     """
 
     url: str | None = None
@@ -120,7 +124,8 @@ class RedisConfig:
     close_timeout: float = 10.0
     reconnect_backoff_base_ms: float = 100.0
     reconnect_backoff_max_ms: float = 5_000.0
-    publish_retries: int = 2
+    publish_timeout: float = 10.0
+    publish_retries: int | None = None
 
     def __post_init__(self) -> None:
         self._check_connection()
@@ -258,11 +263,19 @@ class RedisConfig:
             f"must be >= reconnect_backoff_base_ms, got {self.reconnect_backoff_max_ms!r}",
         )
         _require(
-            isinstance(self.publish_retries, int)
-            and not isinstance(self.publish_retries, bool)
-            and self.publish_retries >= 0,
+            self.publish_retries is None
+            or (
+                isinstance(self.publish_retries, int)
+                and not isinstance(self.publish_retries, bool)
+                and self.publish_retries >= 0
+            ),
             "publish_retries",
-            f"must be an int >= 0, got {self.publish_retries!r}",
+            f"must be an int >= 0 or None, got {self.publish_retries!r}",
+        )
+        _require(
+            _positive_number(self.publish_timeout),
+            "publish_timeout",
+            f"must be > 0 seconds, got {self.publish_timeout!r}",
         )
 
     @property

@@ -11,9 +11,15 @@ queue, so cancelling a caller never interrupts a pipeline that carries other cal
 
 Each caller returns when its own entries were accepted and raises its own error: replies are
 mapped back to the entries that caused them, so an XADD refused by Redis (a key holding another
-type) fails that caller alone. Connection errors are retried ``publish_retries`` times with
-backoff, resending only the entries that got no reply (at-least-once: an entry whose reply was
-lost can be written twice).
+type) fails that caller alone.
+
+Failures are split by what Redis may have seen. An entry that certainly did not leave (the
+connection could not be opened) is sent again on a fresh connection with backoff, until the
+caller's ``publish_timeout`` (or ``publish_retries``) runs out: a server restart costs a wait,
+not an error. An entry that was written but got no reply (connection lost, or no answer within
+``consumer_timeout``) is never resent: Redis cannot tell a resent XADD from a new one, so a
+resend after a lost reply writes the event twice. Its caller gets
+``PublishError(may_have_been_written=True)`` and decides.
 
 The XADD commands are built here in RESP (a cached prefix per topic, then the codec's bytes)
 and written on one pooled connection the publisher holds until it is closed. redis-py's
@@ -57,14 +63,32 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
-class _Waiter:
+class NotSent(redis_errors.ConnectionError):
+    """Stands for the reply of an entry that never left: the connection failed before it was
+    written, so sending it again cannot write it twice."""
+
+
+class _Entries:
+    """One caller's entries and what is known of them."""
+
+    __slots__ = ("commands", "count", "deadline", "written")
+
+    def __init__(self, commands: list[bytes], deadline: float) -> None:
+        self.commands = commands  # after a failed attempt: the ones still to send
+        self.count = len(commands)
+        self.deadline = deadline  # publish_timeout from the call
+        self.written = False  # some entry may be in the stream (accepted, or reply lost)
+
+
+class _Waiter(_Entries):
     """A caller queued behind the pipeline in flight."""
 
-    __slots__ = ("commands", "count", "future", "size")
+    __slots__ = ("future", "size")
 
-    def __init__(self, commands: list[bytes], future: asyncio.Future[None]) -> None:
-        self.commands = commands  # after a failed attempt: the ones still without a reply
-        self.count = len(commands)
+    def __init__(
+        self, commands: list[bytes], deadline: float, future: asyncio.Future[None]
+    ) -> None:
+        super().__init__(commands, deadline)
         self.future = future
         self.size = sum(len(command) for command in commands)
 
@@ -128,40 +152,42 @@ class RedisPublisher:
         """XADD every event of ``batch``; return once Redis accepted all of them.
 
         Raises:
-            PublishError: Redis refused one of the entries, or the connection failed
-                ``publish_retries + 1`` times.
+            PublishError: Redis refused one of the entries, the connection failed for longer
+                than the retries allow, or no reply came in time. ``may_have_been_written``
+                is False only when no entry of ``batch`` can be in the stream.
         """
         commands = [self._command(event, data) for event, data in batch]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.publish_timeout
         if self._busy:
-            await self._wait_turn(commands)
+            await self._wait_turn(_Waiter(commands, deadline, loop.create_future()))
             return
         self._busy = True
         try:
-            await self._send_alone(commands)
+            await self._send_alone(_Entries(commands, deadline))
         finally:
             self._end_turn()
 
-    async def _send_alone(self, commands: list[bytes]) -> None:
+    async def _send_alone(self, waiter: _Entries) -> None:
         """Nothing was in flight: send the caller's own commands from the caller's task."""
-        count = len(commands)
+        loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             attempt += 1
-            replies = await self._round_trip(commands)
-            failed: list[bytes] = []
-            for command, reply in zip(commands, replies, strict=True):
-                if isinstance(reply, Exception):
-                    if attempt > self._config.publish_retries or not is_connection_error(reply):
-                        raise self._error(reply, count, attempt) from reply
-                    failed.append(command)
-            if not failed:
+            replies = await self._round_trip(waiter.commands, waiter.deadline - loop.time())
+            outcome = self._outcome(waiter, replies, attempt)
+            if outcome is True:
                 return
-            commands = failed
-            await asyncio.sleep(self._backoff.delay(attempt))
+            if isinstance(outcome, EventBusError):
+                raise outcome
+            delay = self._backoff.delay(attempt)
+            if loop.time() + delay >= waiter.deadline:
+                raise self._out_of_time(waiter, replies, attempt)
+            await asyncio.sleep(delay)
 
-    async def _wait_turn(self, commands: list[bytes]) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiter(commands, future))
+    async def _wait_turn(self, waiter: _Waiter) -> None:
+        self._queue.append(waiter)
+        future = waiter.future
         try:
             await future
         except asyncio.CancelledError:
@@ -225,11 +251,13 @@ class RedisPublisher:
 
     async def _send_for(self, batch: list[_Waiter]) -> None:
         """One pipeline for ``batch``; each caller gets its outcome as soon as it is known."""
+        loop = asyncio.get_running_loop()
         attempt = 0
         while batch:
             attempt += 1
             commands = [command for waiter in batch for command in waiter.commands]
-            replies = await self._round_trip(commands)
+            limit = min(waiter.deadline for waiter in batch) - loop.time()
+            replies = await self._round_trip(commands, limit)
             retry: list[_Waiter] = []
             start = 0
             for waiter in batch:
@@ -245,100 +273,142 @@ class RedisPublisher:
                         waiter.future.set_result(None)
             batch = [waiter for waiter in retry if not waiter.future.done()]
             if batch:
-                await asyncio.sleep(self._backoff.delay(attempt))
+                delay = self._backoff.delay(attempt)
+                late = [w for w in batch if loop.time() + delay >= w.deadline]
+                for waiter in late:  # out of time before the next try: fail them now
+                    waiter.future.set_exception(self._out_of_time(waiter, replies, attempt))
+                batch = [waiter for waiter in batch if not waiter.future.done()]
+                if batch:
+                    await asyncio.sleep(delay)
 
     def _outcome(
-        self, waiter: _Waiter, replies: list[Reply], attempt: int
-    ) -> BaseException | bool | None:
-        """True: all accepted; an error: the caller's; None: resend the unanswered entries."""
-        failed: list[bytes] = []
+        self, waiter: _Entries, replies: list[Reply], attempt: int
+    ) -> EventBusError | bool | None:
+        """True: all accepted; an error: the caller's; None: resend the entries not sent."""
+        unsent: list[bytes] = []
+        failure: BaseException | None = None
         for command, reply in zip(waiter.commands, replies, strict=True):
-            if isinstance(reply, Exception):
-                if attempt > self._config.publish_retries or not is_connection_error(reply):
-                    error = self._error(reply, waiter.count, attempt)
-                    error.__cause__ = reply
-                    return error
-                failed.append(command)
-        if not failed:
+            if isinstance(reply, NotSent):
+                unsent.append(command)
+            elif isinstance(reply, Exception):
+                failure = failure or reply
+                if is_connection_error(reply):
+                    waiter.written = True  # written, no reply: it may be in the stream
+            else:
+                waiter.written = True
+        if failure is None and unsent:
+            retries = self._config.publish_retries
+            if retries is not None and attempt > retries:
+                failure = NotSent(f"connection failed {attempt} time(s): {replies[-1]}")
+        if failure is not None:
+            error = self._error(failure, waiter, attempt)
+            error.__cause__ = failure
+            return error
+        if not unsent:
             return True
-        waiter.commands = failed
+        waiter.commands = unsent
         return None
 
-    def _error(self, exc: BaseException, count: int, attempt: int) -> EventBusError:
+    def _out_of_time(self, waiter: _Entries, replies: list[Reply], attempt: int) -> EventBusError:
+        """The caller's error when ``publish_timeout`` ends before its entries could be sent."""
+        cause = NotSent(f"no connection within publish_timeout: {replies[-1]}")
+        error = self._error(cause, waiter, attempt)
+        error.__cause__ = replies[-1]
+        return error
+
+    def _error(self, exc: BaseException, waiter: _Entries, attempt: int) -> EventBusError:
         """The caller's PublishError, secrets scrubbed; raise or set it ``from exc``."""
-        return translate(
+        written = waiter.written
+        error = translate(
             exc,
-            doing=f"publish of {count} event(s) after {attempt} attempt(s)",
+            doing=f"publish of {waiter.count} event(s) after {attempt} attempt(s)",
             secrets=self._config.secrets,
             publish=True,
         )
+        if isinstance(error, PublishError):
+            error.may_have_been_written = written
+        return error
 
     # --- the wire ----------------------------------------------------------------------------
 
-    async def _round_trip(self, commands: list[bytes]) -> list[Reply]:
-        """Write ``commands``, read one reply each. An error reply stands for its entry; a
-        failed connection stands for every entry it left unanswered. Never raises Exception."""
+    async def _round_trip(self, commands: list[bytes], limit: float) -> list[Reply]:
+        """Write ``commands``, read one reply each, all within ``limit`` seconds (and at most
+        ``consumer_timeout``). An error reply stands for its entry; a failed connection stands
+        for every entry it left unanswered, as :class:`NotSent` when nothing was written yet.
+        Never raises Exception."""
         replies: list[Reply] = []
+        written = False
         try:
+            if limit <= 0:
+                raise TimeoutError("publish_timeout passed before the entries were sent")
             conn = self._conn
-            if conn is None:
-                conn = self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-            await self._write(conn, commands)
-            if len(commands) == 1:
-                try:
-                    replies.append(await conn.read_response())
-                except redis_errors.ResponseError as exc:
-                    replies.append(exc)
-            else:
-                # One deadline for the whole pipeline instead of one per reply.
-                async with asyncio.timeout(conn.socket_timeout):
-                    for _ in commands:
-                        try:
-                            replies.append(await conn.read_response(timeout=math.inf))
-                        except redis_errors.ResponseError as exc:
-                            replies.append(exc)
+            async with asyncio.timeout(min(limit, self._config.consumer_timeout)):
+                if conn is None:
+                    conn = self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                await self._connect(conn)
+                written = True  # from here on Redis may have read some of the commands
+                await self._write(conn, commands)
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except redis_errors.ResponseError as exc:
+                        replies.append(exc)
         except TimeoutError as exc:
-            error = redis_errors.TimeoutError(f"no reply from redis: {exc!r}")
+            error = redis_errors.TimeoutError(f"no reply from redis in time: {exc!r}")
             await self._drop_connection()
-            replies.extend([error] * (len(commands) - len(replies)))
+            self._fill(replies, len(commands), error, written)
         except Exception as exc:
             await self._drop_connection()
-            replies.extend([exc] * (len(commands) - len(replies)))
+            self._fill(replies, len(commands), exc, written)
         except BaseException:  # cancelled mid-exchange: replies may still be on their way
             await self._drop_connection()
             raise
         return replies
 
+    @staticmethod
+    def _fill(replies: list[Reply], count: int, error: Exception, written: bool) -> None:
+        """Stand ``error`` for every entry without a reply (NotSent if none was written)."""
+        if not written:
+            cause = error
+            error = NotSent(f"{type(error).__name__}: {error}")
+            error.__cause__ = cause
+        replies.extend([error] * (count - len(replies)))
+
+    @staticmethod
+    async def _connect(conn: AbstractConnection) -> None:
+        """(Re)open ``conn`` when it is closed or the server closed it (idle timeout, restart):
+        a fresh socket each time, and no retry spent, as redis-py's pool does on checkout."""
+        reader = getattr(conn, "_reader", None)
+        writer = getattr(conn, "_writer", None)
+        if reader is None or writer is None:
+            await conn.connect()  # type: ignore[no-untyped-call]
+        elif (
+            isinstance(reader, asyncio.StreamReader)
+            and isinstance(writer, asyncio.StreamWriter)
+            and (reader.at_eof() or reader.exception() is not None or writer.is_closing())
+        ):
+            await conn.disconnect(nowait=True)
+            await conn.connect()  # type: ignore[no-untyped-call]
+
     async def _write(self, conn: AbstractConnection, commands: list[bytes]) -> None:
-        """Write on ``conn``, (re)connecting first when it is closed or the server closed it.
+        """Write on the open ``conn``.
 
         redis-py's ``send_packed_command`` wraps every write in ``asyncio.wait_for`` (a task per
         call) and its pool probes the socket with a zero-timeout read per checkout. A write to
         a socket with room in its buffer never blocks, so write to the connection's stream
-        directly and bound the wait only when the transport asks for one (a full buffer). The
-        streams are redis-py's private ``_reader``/``_writer``: without them (a redis-py that
-        renamed them) the public, slower path is used, so a rename costs speed, not publishes.
+        directly and wait only when the transport asks for it (a full buffer; the caller's
+        timeout bounds that). The streams are redis-py's private ``_reader``/``_writer``:
+        without them (a redis-py that renamed them) the public, slower path is used, so a
+        rename costs speed, not publishes.
         """
-        reader = getattr(conn, "_reader", None)
         writer = getattr(conn, "_writer", None)
-        if not isinstance(reader, asyncio.StreamReader) or not isinstance(
-            writer, asyncio.StreamWriter
-        ):
+        if not isinstance(writer, asyncio.StreamWriter):
             await conn.send_packed_command(commands, check_health=False)
-            return
-        if reader.at_eof() or reader.exception() is not None or writer.is_closing():
-            # Closed by the server while idle (timeout, restart): reconnect without spending a
-            # retry, as redis-py's pool does on checkout.
-            await conn.disconnect(nowait=True)
-            await conn.send_packed_command(commands, check_health=False)  # connects
             return
         writer.writelines(commands)
         if writer.transport.get_write_buffer_size():
             try:
-                async with asyncio.timeout(conn.socket_timeout):
-                    await writer.drain()
-            except TimeoutError:
-                raise redis_errors.TimeoutError("timeout writing to redis") from None
+                await writer.drain()
             except OSError as exc:
                 raise redis_errors.ConnectionError(f"error writing to redis: {exc!r}") from exc
 
