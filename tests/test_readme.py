@@ -32,6 +32,7 @@ EXPECTED = {
     "validate_schema": "user_id is required",
     "REDIS_URL": "order 1, delivery 1",
     "KAFKA_BOOTSTRAP_SERVERS": "order 1 from partition",
+    "NATS_URL": "order 1, delivery 1, seq ",
     "secure-password": "sasl_username='event-service'",
 }
 
@@ -48,6 +49,8 @@ def test_readme_block_runs(block: str, tmp_path: Path, request: pytest.FixtureRe
         env["REDIS_URL"] = request.getfixturevalue("redis_url")
     if "KAFKA_BOOTSTRAP_SERVERS" in block:
         env["KAFKA_BOOTSTRAP_SERVERS"] = request.getfixturevalue("kafka_bootstrap")
+    if "NATS_URL" in block:
+        env["NATS_URL"] = request.getfixturevalue("nats_url")
     if "ConformanceSuite" in block:
         path = tmp_path / "test_readme_suite.py"
         path.write_text(block)
