@@ -65,7 +65,9 @@ class BacklogStats:
     ``length``: messages held for the topic (stream length, or sum of partition end offsets
     minus start offsets). ``lag``: messages the group has not been handed yet. ``pending``:
     handed out and not acked. ``oldest_pending_age``: seconds since the oldest pending message was
-    handed out. ``dlq_depth``: messages held on the topic's dead-letter topic.
+    first handed out (retries, claims and the heartbeats that keep it claimed do not reset it);
+    None when nothing is pending or the transport cannot tell. ``dlq_depth``: messages held on
+    the topic's dead-letter topic (see :meth:`EventBus.stats` for which topic that is).
     """
 
     topic: str
@@ -353,8 +355,15 @@ class EventBus(abc.ABC):
         raise UnsupportedOperation(f"{self.adapter} bus cannot read its log back")
 
     @abc.abstractmethod
-    async def stats(self, topic: str, group: str | None = None) -> BacklogStats:
+    async def stats(
+        self, topic: str, group: str | None = None, *, dlq_topic: str | None = None
+    ) -> BacklogStats:
         """Backlog numbers for ``topic`` (and ``group``), at bounded cost.
+
+        ``dlq_depth`` counts ``dlq_topic`` when given (a process that does not consume, such as
+        the CLI, must name a custom one); otherwise the dead-letter topic of this bus's live
+        subscription to ``topic`` in ``group`` (its ``ConsumerOptions.dlq_topic``), else
+        ``{topic}.DLQ``.
 
         Raises:
             TransportError: the broker could not be asked.

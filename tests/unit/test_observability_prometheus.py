@@ -184,9 +184,11 @@ class _BrokenStats(MemoryBus):
         self.hang = hang
         self.broken = False
 
-    async def stats(self, topic: str, group: str | None = None) -> BacklogStats:
+    async def stats(
+        self, topic: str, group: str | None = None, *, dlq_topic: str | None = None
+    ) -> BacklogStats:
         if not self.broken:
-            return await super().stats(topic, group)
+            return await super().stats(topic, group, dlq_topic=dlq_topic)
         if self.hang:
             await asyncio.sleep(60)
         raise TransportError("broker gone")

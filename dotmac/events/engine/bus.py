@@ -151,6 +151,23 @@ class TransportBus(EventBus):
         """How many messages a subscription may hold at once (fetched but not acked)."""
         return max(100, 2 * concurrency)
 
+    def _stats_dlq_topic(self, topic: str, group: str | None, dlq_topic: str | None) -> str:
+        """The dead-letter topic ``stats`` counts: ``dlq_topic`` if given, else that of a live
+        subscription of this bus to ``topic`` (in ``group``, when given), else ``{topic}.DLQ``."""
+        if dlq_topic is not None:
+            if not isinstance(dlq_topic, str) or not dlq_topic:
+                raise ConfigurationError("dlq_topic", f"must be a non-empty str, got {dlq_topic!r}")
+            return dlq_topic
+        for subscription in self._subscriptions:
+            if (
+                isinstance(subscription, ReceiverSubscription)
+                and subscription.topic == topic
+                and (group is None or subscription.group == group)
+                and not subscription.closed
+            ):
+                return subscription.dlq_topic
+        return f"{topic}.DLQ"
+
     # --- the contract ------------------------------------------------------------------------
 
     @property

@@ -113,6 +113,11 @@ class ReceiverSubscription(Subscription):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def dlq_topic(self) -> str:
+        """Where this subscription dead-letters (``bus.stats`` counts its depth)."""
+        return self._policy.dlq_topic_for(self.topic)
+
     def start(self) -> None:
         self._wakes = [asyncio.Event() for _ in range(self.concurrency)]
         self._workers = [

@@ -597,6 +597,7 @@ class _Target:
     bus: EventBus
     topic: str
     group: str | None
+    dlq_topic: str | None = None
 
 
 class BacklogMonitor:
@@ -606,14 +607,17 @@ class BacklogMonitor:
         events_dlq_depth                   [topic, adapter]         messages on its DLQ topic
         events_consumer_lag                [topic, adapter, group]  not yet handed to the group
         events_pending                     [topic, adapter, group]  handed out, not acked
-        events_oldest_pending_age_seconds  [topic, adapter, group]
+        events_oldest_pending_age_seconds  [topic, adapter, group]  since its first delivery
 
     Numbers are refreshed by a background task every ``interval`` seconds (or by
     :meth:`refresh`), never during a scrape, so scraping costs no broker round trip and may
     come from any thread. The cost is bounded: one ``stats()`` call per watched pair per
     interval, at most ``max_concurrency`` at once, each cut off after ``timeout`` seconds. A
     pair whose query failed has no samples until a later refresh succeeds. A value the
-    transport cannot tell (None) is left out.
+    transport cannot tell (None) is left out: Kafka's pending figures exist only in a
+    process consuming the group (see ``KafkaBus.stats``). ``events_dlq_depth`` counts the
+    dead-letter topic ``stats`` picks (see ``EventBus.stats``); pass ``dlq_topic`` to
+    :meth:`watch` when this bus does not consume the group and its DLQ topic is custom.
 
     Use one monitor per registry; it can watch pairs on several buses.
     """
@@ -654,9 +658,12 @@ class BacklogMonitor:
                 "registry", f"already has backlog gauges (one BacklogMonitor per registry): {exc}"
             ) from exc
 
-    def watch(self, bus: EventBus, topic: str, group: str | None = None) -> None:
-        """Export backlog numbers for ``topic`` (and ``group``) on ``bus``."""
-        self._targets[(id(bus), topic, group)] = _Target(bus, topic, group)
+    def watch(
+        self, bus: EventBus, topic: str, group: str | None = None, *, dlq_topic: str | None = None
+    ) -> None:
+        """Export backlog numbers for ``topic`` (and ``group``) on ``bus``; ``dlq_topic`` is
+        the dead-letter topic to count, when ``bus`` cannot tell it (see ``EventBus.stats``)."""
+        self._targets[(id(bus), topic, group)] = _Target(bus, topic, group, dlq_topic)
 
     def unwatch(self, bus: EventBus, topic: str, group: str | None = None) -> None:
         """Stop exporting a pair (its samples go at the next refresh)."""
@@ -671,7 +678,10 @@ class BacklogMonitor:
             async with limit:
                 try:
                     async with asyncio.timeout(self.timeout):
-                        return target, await target.bus.stats(target.topic, target.group)
+                        stats = await target.bus.stats(
+                            target.topic, target.group, dlq_topic=target.dlq_topic
+                        )
+                        return target, stats
                 except Exception as exc:
                     logger.warning(
                         "%s: backlog of %s (group %s) unavailable: %r",
@@ -740,7 +750,7 @@ class BacklogMonitor:
         )
         age = GaugeMetricFamily(
             "events_oldest_pending_age_seconds",
-            "Seconds since the group's oldest pending message was handed out.",
+            "Seconds since the group's oldest pending message was first delivered.",
             labels=group_labels,
         )
         seen: set[tuple[str, str]] = set()

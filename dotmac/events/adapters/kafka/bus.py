@@ -449,17 +449,22 @@ class KafkaBus(TransportBus):
             },
         )
 
-    async def stats(self, topic: str, group: str | None = None) -> BacklogStats:
+    async def stats(
+        self, topic: str, group: str | None = None, *, dlq_topic: str | None = None
+    ) -> BacklogStats:
         """Length (end minus start offsets), lag (end minus the group's committed offsets),
-        pending (handed out by this process's consumers of the group, not yet acked) and the
-        DLQ topic's length. Topics that do not exist count as empty and are not created."""
+        the DLQ topic's length, and what only a consuming process knows: ``pending`` (handed out
+        by this bus's consumers of the group, not yet acked) and ``oldest_pending_age`` (since
+        the first fetch of the longest-held of those). Kafka stores neither, so a bus without a
+        live subscription to ``topic`` in ``group`` (the CLI, a monitoring process) reports
+        None for both. Topics that do not exist count as empty and are not created."""
         admin = await self._get_admin()
         with kafka_errors("list topics"):
             existing = set(await admin.list_topics())
         length, ends = await self._topic_extent(topic) if topic in existing else (0, {})
-        dlq_topic = f"{topic}.DLQ"
+        dlq_topic = self._stats_dlq_topic(topic, group, dlq_topic)
         dlq_depth = (await self._topic_extent(dlq_topic))[0] if dlq_topic in existing else 0
-        lag = pending = None
+        lag = pending = oldest = None
         if group is not None:
             if ends:
                 with kafka_errors(f"committed offsets of group {group!r}"):
@@ -474,11 +479,20 @@ class KafkaBus(TransportBus):
                     lag += max(end - position, 0)
             else:
                 lag = 0
-            pending = sum(
-                r.pending() for r in self._receivers if r.group == group and r.topic == topic
-            )
+            mine = [r for r in self._receivers if r.group == group and r.topic == topic]
+            if mine:
+                pending = sum(r.pending() for r in mine)
+                held = [r.oldest_pending_since() for r in mine]
+                since = min((t for t in held if t is not None), default=None)
+                oldest = None if since is None else time.monotonic() - since
         return BacklogStats(
-            topic=topic, group=group, length=length, lag=lag, pending=pending, dlq_depth=dlq_depth
+            topic=topic,
+            group=group,
+            length=length,
+            lag=lag,
+            pending=pending,
+            oldest_pending_age=oldest,
+            dlq_depth=dlq_depth,
         )
 
     async def _topic_extent(self, topic: str) -> tuple[int, dict[TopicPartition, int]]:

@@ -29,6 +29,7 @@ class Slot:
     data: bytes | None
     key: str | None
     state: SlotState = SlotState.HANDED
+    fetched_at: float = 0.0  # monotonic time of the first fetch; redeliveries keep it
 
 
 class PartitionLedger:
@@ -47,11 +48,13 @@ class PartitionLedger:
         """Offsets held: handed out, given back, or done but not yet committable."""
         return len(self._order)
 
-    def add(self, offset: int, data: bytes, key: str | None) -> Slot | None:
+    def add(
+        self, offset: int, data: bytes, key: str | None, fetched_at: float = 0.0
+    ) -> Slot | None:
         """Record a fetched offset; None if it was seen already (a fetch repeated after a seek)."""
         if self._next is not None and offset < self._next:
             return None
-        slot = Slot(offset=offset, count=1, data=data, key=key)
+        slot = Slot(offset=offset, count=1, data=data, key=key, fetched_at=fetched_at)
         self._slots[offset] = slot
         self._order.append(offset)
         self._next = offset + 1
@@ -88,6 +91,16 @@ class PartitionLedger:
     def in_flight(self) -> int:
         """Offsets the subscription still holds (running, queued or waiting for a retry)."""
         return sum(1 for s in self._slots.values() if s.state is SlotState.HANDED)
+
+    def oldest_in_flight(self) -> float | None:
+        """When the first-fetched offset still in flight was fetched, or None. Slots are held in
+        fetch order, so that is the first handed-out one."""
+        slots = self._slots
+        for offset in self._order:
+            slot = slots[offset]
+            if slot.state is SlotState.HANDED:
+                return slot.fetched_at
+        return None
 
     def released(self) -> list[Slot]:
         return [s for s in self._slots.values() if s.state is SlotState.RELEASED]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -168,13 +169,14 @@ class KafkaReceiver:
 
     def _hand_out(self, records: dict[TopicPartition, list[Any]]) -> list[Delivery]:
         deliveries: list[Delivery] = []
+        now = time.monotonic()
         for tp, batch in records.items():
             ledger = self._ledgers.get(tp.partition)
             if ledger is None or ledger.revoking:
                 continue  # not ours any more: the next owner reads them from the commit
             for record in batch:
                 key = None if record.key is None else bytes(record.key).decode(errors="replace")
-                slot = ledger.add(record.offset, bytes(record.value or b""), key)
+                slot = ledger.add(record.offset, bytes(record.value or b""), key, now)
                 if slot is not None:
                     deliveries.append(self._delivery(ledger, slot))
             if len(ledger) >= self._config.max_uncommitted and not ledger.paused:
@@ -298,6 +300,12 @@ class KafkaReceiver:
     def pending(self) -> int:
         """Messages handed out here and not yet acked."""
         return sum(ledger.in_flight() for ledger in self._ledgers.values())
+
+    def oldest_pending_since(self) -> float | None:
+        """When the longest-held message handed out here and not yet acked was first fetched
+        (monotonic time), or None. Kafka records no delivery times: only this process knows."""
+        times = [ledger.oldest_in_flight() for ledger in self._ledgers.values()]
+        return min((t for t in times if t is not None), default=None)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

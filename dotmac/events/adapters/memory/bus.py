@@ -145,10 +145,15 @@ class MemoryBus(TransportBus):
             details={"topics": len(self._topics)},
         )
 
-    async def stats(self, topic: str, group: str | None = None) -> BacklogStats:
+    async def stats(
+        self, topic: str, group: str | None = None, *, dlq_topic: str | None = None
+    ) -> BacklogStats:
+        """Every figure is exact; ``oldest_pending_age`` counts from the first hand-out of the
+        oldest message not yet acked (after a ``rewind``, from its first hand-out since)."""
         state = self._topics.get(topic)
-        dlq = self._topics.get(f"{topic}.DLQ")
+        dlq = self._topics.get(self._stats_dlq_topic(topic, group, dlq_topic))
         target = state.groups.get(group) if state is not None and group is not None else None
+        since = None if target is None else target.oldest_pending_since()
         return BacklogStats(
             topic=topic,
             group=group,
@@ -157,7 +162,7 @@ class MemoryBus(TransportBus):
             if state is None or target is None
             else state.end - target.cursor + len(target.returned),
             pending=None if target is None else len(target.counts) - len(target.returned),
-            oldest_pending_age=None,
+            oldest_pending_age=None if since is None else time.monotonic() - since,
             dlq_depth=0 if dlq is None else dlq.end - dlq.base,
         )
 

@@ -21,7 +21,17 @@ class Sleeper(Protocol):
 
 
 class Group:
-    __slots__ = ("counts", "cursor", "handed", "low", "members", "private", "returned", "sleepers")
+    __slots__ = (
+        "counts",
+        "cursor",
+        "first_handed",
+        "handed",
+        "low",
+        "members",
+        "private",
+        "returned",
+        "sleepers",
+    )
 
     def __init__(self, cursor: int, *, private: bool) -> None:
         self.cursor = cursor  # next offset never handed out
@@ -34,6 +44,32 @@ class Group:
         self.private = private
         self.members = 0
         self.sleepers: deque[Sleeper] = deque()  # receivers blocked in fetch, in order
+        # (first offset, monotonic time) per fetch of new offsets, in offset order: an offset was
+        # first handed out when the last entry starting at or below it was made. One entry per
+        # fetch, not per message; entries wholly below ``low`` are dropped as new ones come.
+        self.first_handed: deque[tuple[int, float]] = deque()
+
+    def handing_out(self, start: int, now: float) -> None:
+        """Offsets from ``start`` on are handed out for the first time at ``now``."""
+        first = self.first_handed
+        while first and first[-1][0] >= start:  # after a rewind: they count from now
+            first.pop()
+        while len(first) > 1 and first[1][0] <= self.low:
+            first.popleft()
+        first.append((start, now))
+
+    def oldest_pending_since(self) -> float | None:
+        """When the oldest offset handed out and not acked was first handed out (monotonic
+        time), or None when nothing is."""
+        oldest = self.floor()
+        if oldest >= self.cursor:
+            return None
+        since = None
+        for start, at in self.first_handed:
+            if start > oldest:
+                break
+            since = at
+        return since
 
     def floor(self) -> int:
         handed, counts = self.handed, self.counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from heapq import heappop, heappush
+from time import monotonic
 
 from dotmac.events.adapters.memory.log import Group, Topic
 from dotmac.events.transport import Delivery
@@ -83,6 +84,7 @@ class MemoryReceiver:
         stop = min(topic.end, start + max_count - len(taken))
         if stop > start:
             group.cursor = stop
+            group.handing_out(start, monotonic())
             handed = group.handed
             entries = zip(
                 topic.data[start - origin : stop - origin],

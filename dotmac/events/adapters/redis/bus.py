@@ -25,7 +25,7 @@ from dotmac.events.adapters.redis.delayed import DelayMover, schedule
 from dotmac.events.adapters.redis.errors import scrub, translate
 from dotmac.events.adapters.redis.publisher import RedisPublisher
 from dotmac.events.adapters.redis.reader import read_stream
-from dotmac.events.adapters.redis.receiver import RedisReceiver
+from dotmac.events.adapters.redis.receiver import RedisReceiver, held_time_key
 from dotmac.events.adapters.redis_config import RedisConfig, default_consumer_name
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import BacklogStats, HealthStatus
@@ -321,9 +321,10 @@ class RedisStreamsBus(TransportBus):
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.xlen(stream)
-            pipe.xlen(self.stream_key(f"{topic}.DLQ"))
+            pipe.xlen(self.stream_key(self._stats_dlq_topic(topic, group, dlq_topic)))
             if group is not None:
                 pipe.xinfo_groups(stream)
+                pipe.xpending_range(stream, group, min="-", max="+", count=1)
             replies = await pipe.execute(raise_on_error=False)
             for reply in replies[:2]:
                 if isinstance(reply, Exception):
@@ -331,9 +332,16 @@ class RedisStreamsBus(TransportBus):
             info = self._group_info(replies[2], group) if group is not None else None
             oldest = None
             if group is not None and info is not None and int(info.get("pending") or 0) > 0:
-                first = await self.client.xpending_range(stream, group, min="-", max="+", count=1)
+                first = replies[3]
+                if isinstance(first, Exception):
+                    raise first
                 if first:
-                    oldest = int(first[0]["time_since_delivered"]) / 1000
+                    entry = first[0]
+                    carried = await self.client.hget(
+                        held_time_key(stream, group), entry["message_id"]
+                    )
+                    idle = int(entry["time_since_delivered"]) + int(carried or 0)
+                    oldest = max(idle, 0) / 1000
         except Exception as exc:
             raise translate(exc, doing=f"stats of {stream}", secrets=self.config.secrets) from exc
         lag = info.get("lag") if info is not None else None

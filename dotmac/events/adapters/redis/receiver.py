@@ -13,6 +13,15 @@ While this consumer holds entries (handling them, or waiting to retry them) it t
 other consumer claims the entries of a live, busy one. Each touch and each redelivery passes
 ``MIN-IDLE-TIME`` = time since our own last touch: if another consumer claimed the entry meanwhile
 its idle time is shorter, the XCLAIM does nothing, and we know the entry is no longer ours.
+
+Those touches (and retries, claims, re-reads) reset the entry's idle time, which is the only
+clock Redis keeps per pending entry, so the idle time cannot also say how long an entry has been
+pending. Whatever idle time a touch erases is added up per entry in a hash next to the stream
+(:func:`held_time_key`: entry id -> milliseconds), in the same pipeline as the touch, so
+"first delivered" = idle time + carried time, with no extra round trip and nothing written for
+entries handled within ``claim_interval``. Fields are dropped in the next heartbeat after the
+entry is acked; a field left by a consumer that died goes when the hash expires
+(:data:`HELD_TIME_TTL`, renewed by every write).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.transport import Delivery
 
-__all__ = ["RedisReceiver"]
+__all__ = ["HELD_TIME_TTL", "RedisReceiver", "held_time_key"]
 
 logger = logging.getLogger("dotmac.events.redis")
 
@@ -57,6 +66,15 @@ for _, c in ipairs(consumers) do
 end
 return removed
 """
+
+
+HELD_TIME_TTL = 86_400
+"""Seconds the held-time hash of a group outlives its last write."""
+
+
+def held_time_key(stream: str, group: str) -> str:
+    """The hash of idle time erased from ``group``'s pending entries of ``stream`` (ms per id)."""
+    return f"{stream}:dotmac-held-ms:{group}"
 
 
 def _text(value: Any) -> str:
@@ -107,6 +125,11 @@ def _stream_entries(reply: Any) -> list[tuple[Any, Mapping[Any, Any]]]:
     if isinstance(reply, dict):  # {stream: [[(id, fields), ...]]}
         return [entry for lists in reply.values() for entries in lists for entry in entries]
     return [entry for _, entries in reply for entry in entries]
+
+
+def _idle_times(pending: list[dict[str, Any]]) -> dict[str, int]:
+    """Entry id -> idle ms, from an XPENDING (extended form) reply."""
+    return {_text(p["message_id"]): int(p["time_since_delivered"]) for p in pending}
 
 
 def _still_ours(pending: list[dict[str, Any]], consumer: str, min_idle: int) -> bool:
@@ -163,6 +186,9 @@ class RedisReceiver:
             jitter=True,
         )
         self._held: dict[str, float] = {}  # entry id -> monotonic time we last touched it
+        self._held_key = held_time_key(stream, group)
+        self._carried: set[str] = set()  # ids we carried erased idle time for (have a field)
+        self._uncarry: list[str] = []  # acked ids whose field the next heartbeat deletes
         self._unsent_acks: list[str] = []
         self._history_from: str | None = "0"  # where to read our own pending next; None: done
         self._claim_cursor = "0-0"
@@ -170,6 +196,7 @@ class RedisReceiver:
         self._next_cleanup = 0.0
         self._failures = 0
         self._interrupted = False
+        self._closing = False  # stops the heartbeat even if a redis call swallows its cancel
         self._touch_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -203,6 +230,7 @@ class RedisReceiver:
     async def close(self) -> None:
         """Stop the heartbeat; destroy a private group, or leave a named one if we hold nothing."""
         if self._heartbeat is not None:
+            self._closing = True
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
@@ -212,6 +240,7 @@ class RedisReceiver:
                 self._unsent_acks = []
             if self._private:
                 await self._client.xgroup_destroy(self.stream, self.group)
+                await self._client.delete(self._held_key)
             else:
                 await self._leave(keys=[self.stream], args=[self.group, 0, self.consumer, "self"])
         except Exception as exc:  # the group keeps what we could not tidy; nothing is lost
@@ -292,6 +321,14 @@ class RedisReceiver:
         pipe = self._client.pipeline(transaction=False)
         if ack_ids:
             pipe.xack(self.stream, self.group, *ack_ids)
+        pipe.xpending_range(  # their idle times, which the read below resets
+            self.stream,
+            self.group,
+            min=start,
+            max="+",
+            count=max_count + 1,
+            consumername=self.consumer,
+        )
         pipe.xreadgroup(self.group, self.consumer, {self.stream: start}, count=max_count)
         replies = await pipe.execute()
         entries = _stream_entries(replies[-1])
@@ -299,12 +336,20 @@ class RedisReceiver:
             self._history_from = None
             return []
         self._history_from = _text(entries[-1][0])
-        return await self._with_counts(entries, deleted=[])
+        return await self._with_counts(entries, deleted=[], erased=_idle_times(replies[-2]))
 
     async def _claim_idle(self, max_count: int, ack_ids: list[str]) -> list[Delivery]:
         pipe = self._client.pipeline(transaction=False)
         if ack_ids:
             pipe.xack(self.stream, self.group, *ack_ids)
+        pipe.xpending_range(  # the idle times of what XAUTOCLAIM takes (and resets) next
+            self.stream,
+            self.group,
+            min=self._claim_cursor,
+            max="+",
+            count=max_count,
+            idle=self._claim_idle_ms,
+        )
         pipe.xautoclaim(
             self.stream,
             self.group,
@@ -313,7 +358,8 @@ class RedisReceiver:
             start_id=self._claim_cursor,
             count=max_count,
         )
-        reply = (await pipe.execute())[-1]
+        replies = await pipe.execute()
+        reply, erased = replies[-1], _idle_times(replies[-2])
         self._claim_cursor = _text(reply[0])
         if self._claim_cursor != "0-0":
             self._next_claim = 0.0  # more to look at: come back on the next fetch
@@ -331,7 +377,9 @@ class RedisReceiver:
         if orphans:
             claimed = {_text(i) for i, _ in entries}
             deleted += [i for i in await self._trimmed_orphans() if i not in claimed]
-        return await self._with_counts(entries, deleted)
+        claimed_ids = {_text(i) for i, _ in reply[1] if i is not None}
+        erased = {i: ms for i, ms in erased.items() if i in claimed_ids}
+        return await self._with_counts(entries, deleted, erased)
 
     async def _trimmed_orphans(self) -> list[str]:
         """Ids pending for us that we do not hold and the stream no longer has (Redis 6.2)."""
@@ -348,19 +396,25 @@ class RedisReceiver:
         return [message_id for message_id, entry in zip(orphans, found, strict=True) if not entry]
 
     async def _with_counts(
-        self, entries: list[tuple[Any, Mapping[Any, Any]]], deleted: list[str]
+        self,
+        entries: list[tuple[Any, Mapping[Any, Any]]],
+        deleted: list[str],
+        erased: Mapping[str, int],
     ) -> list[Delivery]:
-        """Deliveries carrying their true delivery count, read from the group's pending list."""
+        """Deliveries carrying their true delivery count, read from the group's pending list;
+        ``erased`` (id -> ms) is the idle time the read that took them reset, carried over."""
         deleted = deleted + [_text(i) for i, fields in entries if not fields]  # Redis 6.2 / history
         entries = [(i, f) for i, f in entries if f]
         if deleted:
             await self._trimmed(deleted)
-        if not entries:
+        erased = {i: ms for i, ms in erased.items() if i not in deleted}
+        if not entries and not erased:
             return []
         pipe = self._client.pipeline(transaction=False)
         for entry_id, _ in entries:
             pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
-        pending = await pipe.execute()
+        self._carry(pipe, erased)
+        pending = (await pipe.execute())[: len(entries)]
         return [
             self._deliver(entry_id, fields, int(info[0]["times_delivered"]) if info else 1)
             for (entry_id, fields), info in zip(entries, pending, strict=True)
@@ -399,14 +453,22 @@ class RedisReceiver:
     # --- outcomes ------------------------------------------------------------------------------
 
     def _forget(self, deliveries: Sequence[Delivery]) -> None:
+        held, carried = self._held, self._carried
         for delivery in deliveries:
-            self._held.pop(delivery.message_id, None)
-            self._unsent_acks.append(delivery.message_id)
+            message_id = delivery.message_id
+            held.pop(message_id, None)
+            self._unsent_acks.append(message_id)
+            if carried and message_id in carried:
+                carried.discard(message_id)
+                self._uncarry.append(message_id)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         ids = [d.message_id for d in deliveries]
         for message_id in ids:
             self._held.pop(message_id, None)
+            if message_id in self._carried:
+                self._carried.discard(message_id)
+                self._uncarry.append(message_id)
         if not ids:
             return
         try:
@@ -421,12 +483,14 @@ class RedisReceiver:
             touched = self._held.get(message_id)
             if touched is None:
                 return None
-            min_idle = max(int((time.monotonic() - touched) * 1000) - 1, 0)
+            idle = int((time.monotonic() - touched) * 1000)
+            min_idle = max(idle - 1, 0)
             pipe = self._client.pipeline(transaction=True)
             pipe.xpending_range(self.stream, self.group, min=message_id, max=message_id, count=1)
             pipe.xclaim(self.stream, self.group, self.consumer, min_idle, [message_id])
+            self._carry(pipe, {message_id: idle})
             try:
-                pending, claimed = await pipe.execute()
+                pending, claimed, *_ = await pipe.execute()
             except Exception as exc:
                 raise self._error(exc, "redeliver") from exc
         if claimed and claimed[0][1]:
@@ -444,18 +508,23 @@ class RedisReceiver:
         async with self._touch_lock:
             now = time.monotonic()
             pipe = self._client.pipeline(transaction=False)
+            erased: dict[str, int] = {}
             for delivery in deliveries:
                 touched = self._held.pop(delivery.message_id, None)
                 if touched is not None:
+                    idle = int((now - touched) * 1000)
                     pipe.xclaim(
                         self.stream,
                         self.group,
                         self.consumer,
-                        max(int((now - touched) * 1000) - 1, 0),
+                        max(idle - 1, 0),
                         [delivery.message_id],
                         idle=self._claim_idle_ms,
                         justid=True,
                     )
+                    erased[delivery.message_id] = idle - self._claim_idle_ms  # idle grows
+            self._carry(pipe, erased)
+            self._carried.difference_update(erased)  # the next holder carries on with the field
             if len(pipe):
                 try:
                     await pipe.execute()
@@ -467,6 +536,9 @@ class RedisReceiver:
         group, and report the loss."""
         for message_id in ids:
             self._held.pop(message_id, None)
+            if message_id in self._carried:
+                self._carried.discard(message_id)
+                self._uncarry.append(message_id)
         try:
             await self._client.xack(self.stream, self.group, *ids)
         finally:
@@ -475,7 +547,9 @@ class RedisReceiver:
     # --- background ----------------------------------------------------------------------------
 
     async def _touch_loop(self) -> None:
-        while True:
+        # Not ``while True``: redis-py (8.1) can return from a pipeline while the task is being
+        # cancelled, the cancellation consumed; the flag still ends the loop then.
+        while not self._closing:
             await asyncio.sleep(self._claim_interval)
             try:
                 await self._touch_held()
@@ -483,24 +557,36 @@ class RedisReceiver:
                 logger.debug("redis stream %s: heartbeat failed: %r", self.stream, exc)
 
     async def _touch_held(self) -> None:
-        """Reset the idle time of entries we still hold (without raising their count)."""
+        """Reset the idle time of entries we still hold (without raising their count), carrying
+        the erased idle time into the held-time hash; drop the fields of acked entries."""
         async with self._touch_lock:
             start = time.monotonic()
             due = [(i, t) for i, t in self._held.items() if start - t >= self._claim_interval]
-            if not due:
+            uncarry, self._uncarry = self._uncarry, []
+            if not due and not uncarry:
                 return
             pipe = self._client.pipeline(transaction=True)
             min_idles = []
+            erased: dict[str, int] = {}
             for message_id, touched in due:
-                min_idle = max(int((start - touched) * 1000) - 1, 0)
+                idle = int((start - touched) * 1000)
+                min_idle = max(idle - 1, 0)
                 min_idles.append(min_idle)
+                erased[message_id] = idle
                 pipe.xpending_range(
                     self.stream, self.group, min=message_id, max=message_id, count=1
                 )
                 pipe.xclaim(
                     self.stream, self.group, self.consumer, min_idle, [message_id], justid=True
                 )
-            replies = await pipe.execute()
+            self._carry(pipe, erased)
+            if uncarry:
+                pipe.hdel(self._held_key, *uncarry)
+            try:
+                replies = await pipe.execute()
+            except BaseException:
+                self._uncarry[:0] = uncarry  # sent with the next heartbeat
+                raise
             done = time.monotonic()
             trimmed = []
             for n, (message_id, _) in enumerate(due):
@@ -513,8 +599,18 @@ class RedisReceiver:
                     trimmed.append(message_id)  # its handler may still finish; a retry cannot
                 else:  # another consumer claimed it, or it was acked: not ours to redo
                     self._held.pop(message_id, None)
+                    self._carried.discard(message_id)  # its field is the new holder's now
             if trimmed:
                 await self._trimmed(trimmed)
+
+    def _carry(self, pipe: Any, erased: Mapping[str, int]) -> None:
+        """Add to ``pipe`` the idle time (ms per id) a touch, claim or re-read resets."""
+        if not erased:
+            return
+        for message_id, ms in erased.items():
+            pipe.hincrby(self._held_key, message_id, ms)
+        pipe.expire(self._held_key, HELD_TIME_TTL)
+        self._carried.update(erased)
 
     async def _remove_idle_consumers(self) -> None:
         removed = await self._leave(
