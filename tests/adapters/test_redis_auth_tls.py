@@ -132,8 +132,10 @@ def _hidden(error: BaseException, config: RedisConfig, logs: str) -> None:
 
 async def test_right_credentials_publish_and_consume(acl_server: RedisServer) -> None:
     await _round_trip(_config(acl_server.port, username="app", password=PASSWORD))
-    url = f"redis://app:{PASSWORD}@127.0.0.1:{acl_server.port}/0"  # the URL's own credentials
-    await _round_trip(RedisConfig(url=url))
+
+
+async def test_right_credentials_in_the_url(acl_server: RedisServer) -> None:
+    await _round_trip(RedisConfig(url=f"redis://app:{PASSWORD}@127.0.0.1:{acl_server.port}/0"))
 
 
 async def test_wrong_password_is_a_clear_non_retryable_error(
