@@ -381,7 +381,7 @@ class NatsJetStreamBus(TransportBus):
         catalog = await self._catalog_ready()
         js = catalog.js
         stream = self.config.stream_name(topic)
-        dlq = self._dlq_of(topic, group, dlq_topic)
+        dlq = self._stats_dlq_topic(topic, group, dlq_topic)
         try:
             length = await self._stream_length(js, stream)
             dlq_depth = await self._stream_length(js, self.config.stream_name(dlq))
@@ -406,13 +406,6 @@ class NatsJetStreamBus(TransportBus):
             oldest_pending_age=oldest,
             dlq_depth=dlq_depth or 0,
         )
-
-    def _dlq_of(self, topic: str, group: str | None, dlq_topic: str | None) -> str:
-        """The dead-letter topic ``stats`` counts (the engine's choice where it offers one)."""
-        choose = getattr(self, "_stats_dlq_topic", None)
-        if choose is not None:
-            return str(choose(topic, group, dlq_topic))
-        return dlq_topic if dlq_topic is not None else f"{topic}.DLQ"
 
     @staticmethod
     async def _stream_length(js: JetStreamContext, stream: str) -> int | None:
