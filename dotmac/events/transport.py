@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-__all__ = ["Delivery", "LogReader", "LogRecord", "Receiver"]
+__all__ = ["Delivery", "LogReader", "LogRecord", "Receiver", "RecordWriter"]
 
 
 class Delivery:
@@ -25,6 +25,9 @@ class Delivery:
     ``count`` is the transport's delivery count (1 the first time). ``unreadable`` says why the
     transport could not read the message (foreign bytes); the engine then dead-letters it as a
     DecodeError without decoding it. ``token`` is the transport's own (a ledger, a handle).
+    ``headers`` are the record's transport headers (Kafka record headers; on Redis and memory
+    only records written with headers have them, dead letters and replays): a dead letter
+    keeps them, and the engine shows the dead-letter ones to handlers (``dotmac.events.dlq``).
     """
 
     __slots__ = (
@@ -32,6 +35,7 @@ class Delivery:
         "data",
         "dead_letter_due",
         "first_failure_at",
+        "headers",
         "key",
         "message_id",
         "offset",
@@ -50,9 +54,11 @@ class Delivery:
         offset: int | None = None,
         token: Any = None,
         unreadable: str | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         self.data = data
         self.count = count
+        self.headers = headers
         self.message_id = message_id
         self.key = key
         self.partition = partition
@@ -114,7 +120,8 @@ class LogRecord:
     (``"1767225600000-0"``), Kafka's ``"partition:offset"``. ``timestamp`` is when the broker
     stored it (Redis: the entry id's time; Kafka: the record timestamp; memory: append time), in
     UTC, or None when the transport does not know. ``headers`` are the transport's own record
-    headers where it has them (Kafka). ``unreadable`` says why the bytes are not an event of
+    headers: Kafka's, the extra fields of a Redis entry (any field but ``data`` and ``key``), those
+    a memory record was written with. ``unreadable`` says why the bytes are not an event of
     ours (foreign bytes), as :attr:`Delivery.unreadable` does.
     """
 
@@ -152,6 +159,16 @@ class LogRecord:
 
     def __repr__(self) -> str:
         return f"LogRecord(position={self.position!r}, key={self.key!r}, bytes={len(self.data)})"
+
+
+class RecordWriter(Protocol):
+    """How a transport writes one record as it is, with transport headers (a TransportBus's
+    ``_send_raw``): dead letters (the original bytes and key plus failure headers) and their
+    replays. Returns when the broker accepted it; PublishError otherwise."""
+
+    async def __call__(
+        self, topic: str, data: bytes, key: str | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None: ...
 
 
 class LogReader(Protocol):

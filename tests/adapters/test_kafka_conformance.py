@@ -18,8 +18,15 @@ class TestKafkaConformance(ConformanceSuite):
     # Nothing is switched off: Tansu supports everything the suite uses (topics, keys, headers,
     # consumer groups with manual commits, rebalances). A group join takes about half the
     # session timeout, so hand-offs get the default 15 s bound.
+    # Kafka deletes records only up to an offset, never one alone (delete_records=False), and
+    # Tansu drops the connection on DeleteRecords although it advertises it (purge_all=False).
     capabilities = Capabilities(
-        request_reply=True, delays=False, timeout=20.0, handoff_timeout=15.0
+        request_reply=True,
+        delays=False,
+        delete_records=False,
+        purge_all=False,
+        timeout=20.0,
+        handoff_timeout=15.0,
     )
 
     @pytest.fixture

@@ -37,7 +37,7 @@ from dotmac.events.errors import BatchFailed, DecodeError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
 from dotmac.events.policy import FailurePolicy
-from dotmac.events.transport import Delivery, Receiver
+from dotmac.events.transport import Delivery, Receiver, RecordWriter
 
 __all__ = ["BatchHandler", "BatchSubscription"]
 
@@ -71,6 +71,7 @@ class BatchSubscription(Subscription):
         publish: Callable[[Event], Awaitable[None]],
         close_timeout: float,
         on_closed: Callable[[Subscription], None],
+        send_raw: RecordWriter | None = None,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -96,6 +97,7 @@ class BatchSubscription(Subscription):
             ack=self._done,
             retry_later=self._retry_later,
             report=self._report,
+            send_raw=send_raw,
         )
         self._ready: deque[Delivery] = deque()  # fetched, not yet in a batch
         self._retries: list[Delivery] = []  # failed, redelivered first after ``_retry_at``

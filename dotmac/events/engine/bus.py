@@ -41,7 +41,7 @@ from dotmac.events.patterns import TopicPattern, is_pattern
 from dotmac.events.policy import FailurePolicy, RedeliverPolicy
 from dotmac.events.registry import topic_list
 from dotmac.events.schemas import SchemaCodec, TopicSchema, typed_handler
-from dotmac.events.transport import LogRecord, Receiver
+from dotmac.events.transport import LogRecord, Receiver, RecordWriter
 
 __all__ = ["HANDLER_THREADS", "TransportBus", "retry_topic"]
 
@@ -146,6 +146,52 @@ class TransportBus(EventBus):
         """Read ``topic``'s log back without a group (the contract: ``transport.LogReader``).
         A transport without it makes ``read`` raise UnsupportedOperation."""
         raise UnsupportedOperation(f"the {self.adapter} transport cannot read its log back")
+
+    async def _send_raw(
+        self, topic: str, data: bytes, key: str | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Write one record as it is, with transport headers (``transport.RecordWriter``): how
+        dead letters and their replays are written. A transport without it dead-letters the old
+        wrapper event instead, and cannot replay dead letters."""
+        raise UnsupportedOperation(f"the {self.adapter} transport cannot write record headers")
+
+    async def _delete_records(self, topic: str, positions: Sequence[str]) -> int:
+        """Delete the records at ``positions`` (as ``_read_log`` gave them); return how many
+        were there. Transports that cannot delete one record raise UnsupportedOperation."""
+        raise UnsupportedOperation(f"the {self.adapter} transport cannot delete single records")
+
+    async def _delete_all(self, topic: str) -> None:
+        """Delete every record ``topic`` holds now (its groups stay)."""
+        raise UnsupportedOperation(f"the {self.adapter} transport cannot delete records")
+
+    def _record_writer(self) -> RecordWriter | None:
+        """``_send_raw`` with errors translated, or None when the transport has none."""
+        if type(self)._send_raw is TransportBus._send_raw:
+            return None
+        return self.send_record
+
+    async def send_record(
+        self,
+        topic: str,
+        data: bytes,
+        key: str | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Write one record as it is: ``data`` unencoded, ``headers`` as transport headers
+        (Kafka record headers, extra Redis entry fields). No publish hooks, no observer: this
+        is how dead letters and their replays travel, byte for byte.
+
+        Raises:
+            UnsupportedOperation: the transport cannot write record headers.
+            PublishError: the broker did not take the record.
+        """
+        self._check_open()
+        try:
+            await self._send_raw(topic, data, key, headers)
+        except EventBusError:
+            raise
+        except Exception as exc:
+            raise PublishError(f"{self.adapter}: record write failed: {exc!r}") from exc
 
     def _prefetch(self, concurrency: int) -> int:
         """How many messages a subscription may hold at once (fetched but not acked)."""
@@ -456,6 +502,7 @@ class TransportBus(EventBus):
             on_closed=self._forget,
             middleware=middleware,
             reschedule=None if reschedule_to is None else self._rescheduler(reschedule_to),
+            send_raw=self._record_writer(),
         )
         self._subscriptions.add(subscription)
         subscription.start()
@@ -524,6 +571,7 @@ class TransportBus(EventBus):
                 publish=self._publish,
                 close_timeout=self.close_timeout,
                 on_closed=self._forget,
+                send_raw=self._record_writer(),
             )
             self._subscriptions.add(subscription)
             subscription.start()
@@ -541,6 +589,23 @@ class TransportBus(EventBus):
             await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
             raise
         return subscriptions[0] if len(subscriptions) == 1 else SubscriptionSet(subscriptions)
+
+    async def _subscribe_with_codec(
+        self,
+        topic: str,
+        handler: Callable[[Event], Awaitable[Any]],
+        codec: Codec,
+        *,
+        group: str | None,
+        concurrency: int,
+    ) -> Subscription:
+        """A subscription whose records ``codec`` decodes instead of the bus's, without the
+        bus's middleware: how a dead-letter consumer gets every record's bytes."""
+        self._check_not_closing()
+        name = group or f"private-{uuid.uuid4().hex}"
+        return await self._subscribe_one(
+            topic, handler, name, group is None, concurrency, None, (), codec
+        )
 
     def _rescheduler(self, retry_topic: str) -> Callable[[Event, float], Awaitable[None]]:
         async def reschedule(event: Event, delay: float) -> None:

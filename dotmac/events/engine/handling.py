@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dotmac.events.codec import Codec
-from dotmac.events.dlq import DLQEntry
+from dotmac.events.dlq.entry import DLQEntry
+from dotmac.events.dlq.headers import failure_headers, shown_headers, without_failure_headers
 from dotmac.events.engine.failure_log import FailureLog
 from dotmac.events.errors import DecodeError, HandlerTimeout, RetriesExhausted
 from dotmac.events.event import Event, EventMetadata
@@ -25,7 +26,7 @@ from dotmac.events.middleware import ConsumeMiddleware
 from dotmac.events.observability.observer import NoopObserver, Observer
 from dotmac.events.policy import FailurePolicy
 from dotmac.events.schemas import dump_model
-from dotmac.events.transport import Delivery
+from dotmac.events.transport import Delivery, RecordWriter
 
 __all__ = [
     "ATTEMPTS_HEADER",
@@ -123,9 +124,11 @@ class MessageHandling:
         report: Callable[[str, BaseException], None],
         middleware: Sequence[ConsumeMiddleware] = (),
         reschedule: Reschedule | None = None,
+        send_raw: RecordWriter | None = None,
     ) -> None:
         self.topic = topic
         self._reschedule = reschedule
+        self._send_raw = send_raw
         self.group = group
         self._adapter = adapter
         self._decode = codec.decode
@@ -151,6 +154,10 @@ class MessageHandling:
         except DecodeError as exc:
             await self.dead_letter(delivery, None, exc)
             return
+        if delivery.headers:  # a dead letter or a replay: its handler sees those headers
+            shown = shown_headers(delivery.headers)
+            if shown is not None:
+                event = event.with_headers(shown)
         if delivery.dead_letter_due is not None:  # its dead-letter publish failed: only retry that
             error, attempts = delivery.dead_letter_due
             await self.dead_letter(delivery, event, error, attempts)
@@ -237,22 +244,34 @@ class MessageHandling:
         error: BaseException,
         attempts: int | None = None,
     ) -> None:
-        """Publish a DLQEntry, and only then ack; if that publish fails, try again later
-        (publishing only, without calling the handler again)."""
+        """Write the dead letter, and only then ack; if that write fails, try again later
+        (writing only, without calling the handler again).
+
+        The dead letter is the original record (bytes, key, transport headers) plus the failure
+        headers of :mod:`dotmac.events.dlq.headers`; a transport that cannot write headers
+        publishes the old wrapper event (``DLQEntry.to_event``) instead."""
         attempts = delivery.count if attempts is None else attempts
         dlq_topic = self._policy.dlq_topic_for(self.topic)
-        entry = DLQEntry.for_failure(
-            topic=self.topic,
-            group=self.group,
-            data=delivery.data,
-            error=error,
-            attempts=attempts,
-            first_failure_at=delivery.first_failure_at,
-            event=event,
-            key=delivery.key,
-        )
         try:
-            await self._publish(entry.to_event(dlq_topic))
+            if self._send_raw is not None:
+                await self._send_raw(
+                    dlq_topic,
+                    delivery.data,
+                    delivery.key,
+                    self._dead_letter_headers(delivery, error, attempts),
+                )
+            else:
+                entry = DLQEntry.for_failure(
+                    topic=self.topic,
+                    group=self.group,
+                    data=delivery.data,
+                    error=error,
+                    attempts=attempts,
+                    first_failure_at=delivery.first_failure_at,
+                    event=event,
+                    key=delivery.key,
+                )
+                await self._publish(entry.to_event(dlq_topic))
         except Exception as exc:
             self._report("dead-letter", exc)
             delivery.dead_letter_due = (error, attempts)
@@ -271,6 +290,25 @@ class MessageHandling:
                 error=error,
                 event=event,
             )
+
+    def _dead_letter_headers(
+        self, delivery: Delivery, error: BaseException, attempts: int
+    ) -> list[tuple[str, bytes]]:
+        """The original's own headers (failure headers of an earlier dead-lettering replaced),
+        then this failure's."""
+        now = datetime.now(UTC)
+        own = without_failure_headers(delivery.headers) if delivery.headers else []
+        return own + failure_headers(
+            topic=self.topic,
+            group=self.group,
+            error=error,
+            attempts=attempts,
+            first_failure_at=delivery.first_failure_at or now,
+            last_failure_at=now,
+            original_id=delivery.message_id,
+            partition=delivery.partition,
+            offset=delivery.offset,
+        )
 
     async def _reply(self, event: Event, reply_to: str, result: Any) -> None:
         """Send the handler's return value to the requester; a model instance (pydantic,

@@ -30,7 +30,7 @@ from dotmac.events.event import Event
 from dotmac.events.middleware import ConsumeMiddleware
 from dotmac.events.observability.observer import Observer
 from dotmac.events.policy import FailurePolicy
-from dotmac.events.transport import Delivery, Receiver
+from dotmac.events.transport import Delivery, Receiver, RecordWriter
 
 __all__ = ["ReceiverSubscription"]
 
@@ -62,6 +62,7 @@ class ReceiverSubscription(Subscription):
         on_closed: Callable[[Subscription], None],
         middleware: Sequence[ConsumeMiddleware] = (),
         reschedule: Callable[[Event, float], Awaitable[None]] | None = None,
+        send_raw: RecordWriter | None = None,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -88,6 +89,7 @@ class ReceiverSubscription(Subscription):
             report=self._report,
             middleware=middleware,
             reschedule=reschedule,
+            send_raw=send_raw,
         )
         self._lanes: list[deque[Delivery]] = [deque() for _ in range(concurrency)]
         self._shared: deque[Delivery] = deque()  # keyless messages, for any idle worker

@@ -18,6 +18,7 @@ import pytest
 from dotmac.events.bus import EventBus
 from dotmac.events.codec import Codec, JsonCodec
 from dotmac.events.consumer import ConsumerOptions
+from dotmac.events.dlq import DLQEntry, create_dlq_consumer
 from dotmac.events.errors import BatchFailed, DecodeError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
@@ -108,17 +109,17 @@ class BatchConformance:
         bus = await new_bus(codec=_Unreadable())
         topic = _topic("whole")
         attempts: Counter[int] = Counter()
-        dead: list[Event] = []
+        dead: list[DLQEntry] = []
 
         async def handler(events: list[Event]) -> None:
             for event in events:
                 attempts[event.payload["n"]] += 1
             raise RuntimeError("the batch failed")
 
-        async def keep(event: Event) -> None:
-            dead.append(event)
+        async def keep(entry: DLQEntry) -> None:
+            dead.append(entry)
 
-        await bus.subscribe(f"{topic}.DLQ", keep, group="dlq")
+        await create_dlq_consumer(bus, f"{topic}.DLQ", keep, group="dlq")
         await bus.subscribe_batch(topic, handler, group="g", policy=FAST, max_wait_ms=200)
         events = [Event(topic, {"n": n}) for n in range(5)]
         await bus.publish_many([*events, Event(topic, {"unreadable": True})])
@@ -126,5 +127,5 @@ class BatchConformance:
         await asyncio.sleep(0.5)
         assert attempts == Counter({n: 2 for n in range(5)})  # max_retries=1: two calls each
         assert len(dead) == 6
-        errors = sorted(entry.payload["error_type"] for entry in dead)
+        errors = sorted(entry.error_type for entry in dead)
         assert errors == ["DecodeError"] + ["RuntimeError"] * 5

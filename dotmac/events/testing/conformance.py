@@ -45,6 +45,7 @@ from dotmac.events.errors import (
 from dotmac.events.event import Event, EventMetadata
 from dotmac.events.observability.observer import NoopObserver, Observer
 from dotmac.events.testing.batches import BatchConformance
+from dotmac.events.testing.dead_letters import DeadLetterConformance
 from dotmac.events.testing.delays import DelayConformance
 from dotmac.events.testing.patterns import PatternConformance
 
@@ -70,12 +71,17 @@ class Capabilities:
     ``patterns``: the bus can list its topics and so follow ``user.*``; give the bus a short
     ``pattern_refresh`` so new topics are found within ``timeout``. ``delays``: the bus can
     hold events until due (``publish(delay=...)``) and so retry without blocking.
+    ``delete_records``: the bus deletes single records (a purged dead letter); Kafka cannot
+    (DeleteRecords only deletes a partition's records before an offset). ``purge_all``: it
+    deletes every record a topic holds (Tansu does not implement Kafka's DeleteRecords).
     """
 
     request_reply: bool = True
     read_log: bool = True
     patterns: bool = True
     delays: bool = True
+    delete_records: bool = True
+    purge_all: bool = True
     timeout: float = 15.0
     handoff_timeout: float = 15.0
 
@@ -124,7 +130,24 @@ class _SwitchableDLQCodec(JsonCodec):
         return super().encode(event)
 
 
-class ConformanceSuite(PatternConformance, DelayConformance, BatchConformance):
+def _break_record_writes(bus: EventBus, switch: _SwitchableDLQCodec) -> None:
+    """Make the bus's record writes to dead-letter topics fail while ``switch.broken``."""
+    write = getattr(bus, "_send_raw", None)
+    if write is None:
+        return
+
+    async def switched(topic: str, data: bytes, key: str | None, headers: Any) -> None:
+        if switch.broken and topic.endswith(".DLQ"):
+            switch.refused += 1
+            raise EncodeError("dead-letter topic is unavailable (test switch)")
+        await write(topic, data, key, headers)
+
+    setattr(bus, "_send_raw", switched)  # noqa: B010 - an instance attribute, for this bus only
+
+
+class ConformanceSuite(
+    PatternConformance, DelayConformance, BatchConformance, DeadLetterConformance
+):
     """The contract of :class:`~dotmac.events.bus.EventBus`, run against a real transport."""
 
     capabilities: ClassVar[Capabilities] = Capabilities()
@@ -505,6 +528,7 @@ class ConformanceSuite(PatternConformance, DelayConformance, BatchConformance):
             raise RuntimeError("boom")
 
         options = ConsumerOptions(max_retries=0, backoff_base_ms=20, jitter=False)
+        _break_record_writes(bus, codec)  # dead letters written as records fail the same way
         await run_consumer(bus, topic, always_fails, options, group="g")
         await bus.publish(Event(topic, {"keep": "me"}))
         await wait_until(lambda: codec.refused >= 2, self.capabilities.timeout, "failed DLQ sends")

@@ -29,6 +29,11 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from dotmac.events.adapters.kafka.errors import is_retriable, kafka_errors, translate
 from dotmac.events.adapters.kafka.reader import read_topic
 from dotmac.events.adapters.kafka.receiver import KafkaReceiver
+from dotmac.events.adapters.kafka.records import (
+    delete_before,
+    single_deletes_unsupported,
+    write_record,
+)
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.bus import BacklogStats, HealthStatus
 from dotmac.events.codec import Codec
@@ -358,6 +363,28 @@ class KafkaBus(TransportBus):
         await receiver.start(range(partitions))
         self._receivers.add(receiver)
         return receiver
+
+    async def _send_raw(
+        self, topic: str, data: bytes, key: str | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """One record with native headers (see ``records.py``)."""
+        if not _TOPIC_NAME.match(topic):
+            raise PublishError(
+                f"kafka: {topic!r} is not a valid topic name ([A-Za-z0-9._-]{{1,249}})"
+            )
+        await self._ensure_topic(topic)
+        await write_record(await self._get_producer(), topic, data, key, headers)
+
+    async def _delete_records(self, topic: str, positions: Sequence[str]) -> int:
+        raise single_deletes_unsupported()
+
+    async def _delete_all(self, topic: str) -> None:
+        """DeleteRecords up to each partition's end offset now (see ``records.py``)."""
+        admin = await self._get_admin()
+        with kafka_errors("list topics"):
+            if topic not in set(await admin.list_topics()):
+                return
+        await delete_before(admin, (await self._topic_extent(topic))[1])
 
     def _prefetch(self, concurrency: int) -> int:
         return max(500, 4 * concurrency)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["PartitionLedger", "Slot", "SlotState"]
@@ -29,6 +30,7 @@ class Slot:
     data: bytes | None
     key: str | None
     state: SlotState = SlotState.HANDED
+    headers: Sequence[tuple[str, bytes]] = ()  # the record's headers (kept for a dead letter)
     fetched_at: float = 0.0  # monotonic time of the first fetch; redeliveries keep it
 
 

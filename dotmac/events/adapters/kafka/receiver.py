@@ -178,6 +178,8 @@ class KafkaReceiver:
                 key = None if record.key is None else bytes(record.key).decode(errors="replace")
                 slot = ledger.add(record.offset, bytes(record.value or b""), key, now)
                 if slot is not None:
+                    if record.headers:
+                        slot.headers = record.headers
                     deliveries.append(self._delivery(ledger, slot))
             if len(ledger) >= self._config.max_uncommitted and not ledger.paused:
                 ledger.paused = True  # a stuck offset holds too many finished ones behind it
@@ -193,6 +195,7 @@ class KafkaReceiver:
             partition=ledger.partition,
             offset=slot.offset,
             token=ledger,
+            headers=slot.headers,
         )
 
     def _current(self, delivery: Delivery) -> PartitionLedger | None:

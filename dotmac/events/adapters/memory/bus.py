@@ -71,6 +71,25 @@ class MemoryBus(TransportBus):
                 await self._wait_for_room(event.topic, topic)
             topic.append(data, event.key)
 
+    async def _send_raw(
+        self, topic: str, data: bytes, key: str | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None:
+        state = self._topic(topic)
+        if state.groups and (state.publishers or not state.has_room()):
+            await self._wait_for_room(topic, state)
+        state.append_record(data, key, tuple(headers))
+
+    async def _delete_records(self, topic: str, positions: Sequence[str]) -> int:
+        state = self._topics.get(topic)
+        if state is None:
+            return 0
+        return state.purge(int(p) for p in positions if p.isascii() and p.isdigit())
+
+    async def _delete_all(self, topic: str) -> None:
+        state = self._topics.get(topic)
+        if state is not None:
+            state.purge(range(state.base, state.end))
+
     async def _wait_for_room(self, name: str, topic: Topic) -> None:
         waiter = topic.wait_for_room(self.config.publish_timeout)
         try:

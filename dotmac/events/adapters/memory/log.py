@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from array import array
 from collections import deque
+from collections.abc import Iterable
 from heapq import heappop
 from time import time
 from typing import Protocol
@@ -91,12 +92,14 @@ class Topic:
         "floor",
         "granted",
         "groups",
+        "headers",
         "hungry",
         "keep_all",
         "keys",
         "limit",
         "origin",
         "publishers",
+        "purged",
         "readers",
         "times",
     )
@@ -110,6 +113,10 @@ class Topic:
         self.keys: list[str | None] = []
         # Append times (seconds since the epoch), 8 B per event, so a read can start at a time.
         self.times = array("d")
+        # Transport headers by offset, only for records written with some (dead letters and
+        # their replays), and offsets deleted one by one: none of it costs a plain event anything.
+        self.headers: dict[int, tuple[tuple[str, bytes], ...]] = {}
+        self.purged: set[int] = set()
         self.origin = 0  # offset of data[0]
         self.base = 0  # oldest offset held
         self.end = 0  # offset the next event gets
@@ -145,6 +152,21 @@ class Topic:
             self.wake_readers()
         if not self.groups and not self.keep_all and self.end - self.base > self.limit:
             self._trim_to(self.end - self.limit)
+
+    def append_record(
+        self, data: bytes, key: str | None, headers: tuple[tuple[str, bytes], ...]
+    ) -> None:
+        """Append a record with transport headers."""
+        if headers:
+            self.headers[self.end] = headers
+        self.append(data, key)
+
+    def purge(self, offsets: Iterable[int]) -> int:
+        """Delete held records: readers and groups skip them from now on. Returns how many of
+        ``offsets`` were held and not deleted yet."""
+        fresh = {o for o in offsets if self.base <= o < self.end and o not in self.purged}
+        self.purged |= fresh
+        return len(fresh)
 
     def refloor(self) -> None:
         """Recompute the floor after a group moved or left; trim and let publishers in when it
@@ -185,6 +207,11 @@ class Topic:
             data[start:stop] = [b""] * (stop - start)
             keys[start:stop] = [None] * (stop - start)
         self.base = offset
+        if self.headers:
+            for gone in [o for o in self.headers if o < offset]:
+                del self.headers[gone]
+        if self.purged:
+            self.purged = {o for o in self.purged if o >= offset}
 
     def grant(self) -> None:
         """Wake waiting publishers, first come first served, one per free slot."""

@@ -86,6 +86,9 @@ async def read_log(
     while True:
         offset = max(offset, topic.base)
         while offset < topic.end:  # read afresh after every yield: trims move the list
+            if topic.purged and offset in topic.purged:
+                offset += 1
+                continue
             index = offset - topic.origin
             moment = topic.times[index]
             if (stop_time is not None and moment >= stop_time) or (
@@ -97,6 +100,7 @@ async def read_log(
                 topic.data[index],
                 timestamp=datetime.fromtimestamp(moment, UTC),
                 key=topic.keys[index],
+                headers=topic.headers.get(offset, ()),
                 offset=offset,
             )
             offset = max(offset + 1, topic.base)

@@ -77,9 +77,9 @@ class MemoryReceiver:
             counts[offset] = count
             mine.add(offset)
             index = offset - origin
-            taken.append(
-                Delivery(topic.data[index], count, str(offset), topic.keys[index], None, offset)
-            )
+            again = Delivery(topic.data[index], count, str(offset), topic.keys[index], None, offset)
+            again.headers = topic.headers.get(offset, ())
+            taken.append(again)
         start = group.cursor
         stop = min(topic.end, start + max_count - len(taken))
         if stop > start:
@@ -91,13 +91,19 @@ class MemoryReceiver:
                 topic.keys[start - origin : stop - origin],
                 strict=True,
             )
+            headers, purged = topic.headers, topic.purged
             for offset, (data, key) in enumerate(entries, start):
+                if purged and offset in purged:  # deleted (a purged dead letter): skipped
+                    continue
                 count = counts.get(offset, 0) + 1  # more than 1 only after a rewind
                 counts[offset] = count
                 if count == 1:
                     heappush(handed, offset)
                 mine.add(offset)
-                taken.append(Delivery(data, count, str(offset), key, None, offset))
+                delivery = Delivery(data, count, str(offset), key, None, offset)
+                if headers and offset in headers:
+                    delivery.headers = headers[offset]
+                taken.append(delivery)
         if taken:
             topic.pass_on(group)
         return taken
@@ -124,9 +130,11 @@ class MemoryReceiver:
         count = counts[offset] + 1
         counts[offset] = count
         index = offset - self._topic.origin
-        return Delivery(
+        again = Delivery(
             self._topic.data[index], count, str(offset), self._topic.keys[index], None, offset
         )
+        again.headers = self._topic.headers.get(offset, ())
+        return again
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         self._release(delivery.offset for delivery in deliveries)

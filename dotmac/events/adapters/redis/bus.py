@@ -26,6 +26,7 @@ from dotmac.events.adapters.redis.errors import scrub, translate
 from dotmac.events.adapters.redis.publisher import RedisPublisher
 from dotmac.events.adapters.redis.reader import read_stream
 from dotmac.events.adapters.redis.receiver import RedisReceiver, held_time_key
+from dotmac.events.adapters.redis.records import delete_all, delete_entries, write_record
 from dotmac.events.adapters.redis_config import RedisConfig, default_consumer_name
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import BacklogStats, HealthStatus
@@ -154,6 +155,28 @@ class RedisStreamsBus(TransportBus):
         connection error the entries without a reply are resent a bounded number of times
         (an entry whose reply was lost is then duplicated: at-least-once)."""
         await (self._publisher or self._get_publisher()).send(batch)
+
+    async def _send_raw(
+        self, topic: str, data: bytes, key: str | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """One entry with a field per header (see ``records.py``)."""
+        await write_record(
+            self.client,
+            self.stream_key(topic),
+            data,
+            key,
+            headers,
+            max_length=self.config.max_stream_length,
+            secrets=self.config.secrets,
+        )
+
+    async def _delete_records(self, topic: str, positions: Sequence[str]) -> int:
+        return await delete_entries(
+            self.client, self.stream_key(topic), positions, secrets=self.config.secrets
+        )
+
+    async def _delete_all(self, topic: str) -> None:
+        await delete_all(self.client, self.stream_key(topic), secrets=self.config.secrets)
 
     async def _schedule(self, topic: str, batch: Sequence[tuple[Event, bytes]], due: float) -> None:
         """Hold the events in Redis until ``due`` (see ``delayed.py``)."""

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from dotmac.events.adapters.redis.errors import is_connection_error, translate
 from dotmac.events.adapters.redis.receiver import _read_entry, _stream_entries, _text
+from dotmac.events.adapters.redis.records import entry_headers
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.errors import ConfigurationError, EventBusError
 from dotmac.events.transport import LogRecord
@@ -54,6 +55,7 @@ def _record(entry_id: Any, fields: Mapping[Any, Any]) -> LogRecord:
         data,
         timestamp=_EPOCH + timedelta(milliseconds=ms),
         key=key,
+        headers=() if problem is not None else entry_headers(fields),
         unreadable=problem,
     )
 

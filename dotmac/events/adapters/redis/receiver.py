@@ -38,6 +38,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from dotmac.events.adapters.redis.errors import is_connection_error, is_no_group, translate
+from dotmac.events.adapters.redis.records import entry_headers
 from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.transport import Delivery
@@ -306,7 +307,9 @@ class RedisReceiver:
             held[message_id] = now
             data = fields.get(b"data")
             key = fields.get(b"key")
-            if type(data) is bytes and key is None:  # ours, without a key
+            if len(fields) > 2 or (key is None and len(fields) > 1):  # with headers, or foreign
+                deliveries.append(self._deliver(entry_id, fields, 1))
+            elif type(data) is bytes and key is None:  # ours, without a key
                 deliveries.append(Delivery(data, 1, message_id))
             elif type(data) is bytes and type(key) is bytes and key.isascii():  # ours, keyed
                 deliveries.append(Delivery(data, 1, message_id, key.decode()))
@@ -424,7 +427,12 @@ class RedisReceiver:
         message_id = _text(entry_id)
         self._held[message_id] = time.monotonic()
         data, key, problem = _read_entry(fields)
-        return Delivery(data=data, count=count, message_id=message_id, key=key, unreadable=problem)
+        delivery = Delivery(
+            data=data, count=count, message_id=message_id, key=key, unreadable=problem
+        )
+        if problem is None and len(fields) > 1:
+            delivery.headers = entry_headers(fields)
+        return delivery
 
     async def _recreate_group(self, exc: BaseException) -> None:
         logger.warning(
