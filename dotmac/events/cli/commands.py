@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dotmac.events.bus import BacklogStats
 from dotmac.events.cli.demo import print_summary, run_demo
+from dotmac.events.cli.dlq import dlq
 from dotmac.events.cli.jsonlines import LineError, publish_lines
 from dotmac.events.cli.stats_view import collect, stats_table, watch_stats
 from dotmac.events.cli.tail import tail_topic
@@ -295,6 +296,9 @@ def tail(topic: str, url: str | None, from_beginning: bool, limit: int | None) -
         ),
     )
     return 0
+
+
+cli.add_command(dlq)
 
 
 def _checked(make: Any) -> Any:
