@@ -55,6 +55,7 @@ MAX_PIPELINE_BYTES = 4 * 1024 * 1024
 """Most bytes of commands coalesced into one pipeline (likewise)."""
 
 _HEADS_CACHED = 1024  # topics whose XADD prefix is kept; the cache restarts when full
+_IDLE = 0.05  # seconds without a round trip after which the loop may not have seen a close yet
 
 Reply = Any  # an entry id, or the exception that stands for its reply
 
@@ -109,6 +110,7 @@ class RedisPublisher:
         self._backoff = backoff
         self._heads: dict[str, tuple[bytes, bytes]] = {}
         self._conn: AbstractConnection | None = None
+        self._last_reply = 0.0  # loop time the last round trip ended
         self._busy = False  # a pipeline is in flight, or callers are queued for the next one
         self._queue: deque[_Waiter] = deque()
         self._drainer: asyncio.Task[None] | None = None
@@ -342,6 +344,12 @@ class RedisPublisher:
             if limit <= 0:
                 raise TimeoutError("publish_timeout passed before the entries were sent")
             conn = self._conn
+            loop = asyncio.get_running_loop()
+            if loop.time() - self._last_reply > _IDLE:
+                # An idle connection the server closed (a restart) looks open until the loop
+                # reads the close: let it read, so a stale connection is reopened before any
+                # command is written to it, instead of failing that command as maybe-written.
+                await asyncio.sleep(0)
             async with asyncio.timeout(min(limit, self._config.consumer_timeout)):
                 if conn is None:
                     conn = self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
@@ -350,9 +358,13 @@ class RedisPublisher:
                 await self._write(conn, commands)
                 for _ in commands:
                     try:
-                        replies.append(await conn.read_response(timeout=math.inf))
+                        replies.append(
+                            await conn.read_response(timeout=math.inf, disconnect_on_error=False)
+                        )
                     except redis_errors.ResponseError as exc:
                         replies.append(exc)
+                    except redis_errors.BusyLoadingError as exc:  # refused while loading
+                        replies.append(NotSent(f"redis is loading its data: {exc}"))
         except TimeoutError as exc:
             error = redis_errors.TimeoutError(f"no reply from redis in time: {exc!r}")
             await self._drop_connection()
@@ -363,6 +375,7 @@ class RedisPublisher:
         except BaseException:  # cancelled mid-exchange: replies may still be on their way
             await self._drop_connection()
             raise
+        self._last_reply = asyncio.get_running_loop().time()
         return replies
 
     @staticmethod
