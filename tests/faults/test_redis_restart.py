@@ -114,10 +114,12 @@ async def test_two_restarts_under_load_lose_nothing_that_was_published(tmp_path:
     report = outcomes.report()
     twice = {key for key, n in stored.items() if n > 1}
     acknowledged = sum(stored.values()) - pending
+    gaps = [round(r, 3) for r in restarts]
     print(
-        f"\nredis restarts: {report}, stored={sum(stored.values())}, acknowledged={acknowledged}, "
-        f"pending={pending}, written_twice={len(twice)}, restart_gaps={[round(r, 3) for r in restarts]}, "
-        f"slowest_publish={outcomes.slowest:.3f}s, run={elapsed:.1f}s, causes={dict(outcomes.causes)}"
+        f"\nredis restarts: {report}, stored={sum(stored.values())}, "
+        f"acknowledged={acknowledged}, pending={pending}, written_twice={len(twice)}, "
+        f"restart_gaps={gaps}, slowest_publish={outcomes.slowest:.3f}s, run={elapsed:.1f}s, "
+        f"causes={dict(outcomes.causes)}"
     )
     assert len(restarts) == 2
     assert report["published"] == EVENTS

@@ -75,8 +75,8 @@ async def stream_counts(client: object, stream: str) -> collections.Counter[str]
     start = "-"
     while True:
         page = await client.xrange(stream, start, "+", count=5000)  # type: ignore[attr-defined]
-        for entry_id, fields in page:
+        for _entry_id, fields in page:
             counts[str(codec.decode(fields[b"data"]).id)] += 1
         if len(page) < 5000:
             return counts
-        start = "(" + entry_id.decode()
+        start = "(" + page[-1][0].decode()
