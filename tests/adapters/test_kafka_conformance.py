@@ -22,7 +22,6 @@ class TestKafkaConformance(ConformanceSuite):
     # Tansu drops the connection on DeleteRecords although it advertises it (purge_all=False).
     capabilities = Capabilities(
         request_reply=True,
-        delays=False,
         delete_records=False,
         purge_all=False,
         timeout=20.0,

@@ -8,6 +8,9 @@ without the ``kafka`` extra. The mapping onto aiokafka's real keyword arguments 
 
 from __future__ import annotations
 
+import itertools
+import math
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +24,9 @@ _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd")
 _INT_MAX = 2_147_483_647
+_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_MAX_TIERS = 20
+_MIN_TIER = 0.1  # seconds; a smaller tier would make the mover spin on its own records
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +78,14 @@ class KafkaConfig:
     ``replication_factor`` (None: the broker's default) before it first produces to or
     consumes from it.
 
+    Delayed delivery (``publish(event, delay=...)``, see ``adapters/kafka/delay.py``): events
+    wait in internal tier topics ``{delay_topic_prefix}{seconds}``, one per ``delay_tiers``
+    entry, and a mover forwards them when due. ``delay_tiers`` are seconds (>= 0.1, strictly
+    increasing); the smallest bounds how late an event can be when a mover falls behind.
+    ``delay_group`` is the movers' consumer group (one group across all tier topics).
+    ``delay_mover`` runs a mover in this bus once it delays an event or subscribes; with False,
+    other processes must run one or delayed events are never delivered.
+
     Secrets (``sasl_password``) never appear in ``repr()``.
     """
 
@@ -113,6 +127,11 @@ class KafkaConfig:
     # bus
     pattern_refresh: float = 5.0
     close_timeout: float = 10.0
+    # delayed delivery
+    delay_tiers: Sequence[float] = (1, 5, 30, 300, 3600)
+    delay_topic_prefix: str = "_dotmac.delay."
+    delay_group: str = "dotmac-delay-mover"
+    delay_mover: bool = True
 
     def __post_init__(self) -> None:
         servers = self.bootstrap_list()
@@ -140,7 +159,7 @@ class KafkaConfig:
                 "auto_offset_reset",
                 f"must be 'earliest' or 'latest', got {self.auto_offset_reset!r}",
             )
-        for name in ("enable_idempotence", "auto_create_topics"):
+        for name in ("enable_idempotence", "auto_create_topics", "delay_mover"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(name, f"must be a bool, got {getattr(self, name)!r}")
         if self.enable_idempotence and self.acks not in ("all", -1):
@@ -154,6 +173,49 @@ class KafkaConfig:
             ) from exc
         if "{group}" not in self.group_id_format or not probe:
             raise ConfigurationError("group_id_format", "must contain {group}")
+        self._check_delays()
+
+    def _check_delays(self) -> None:
+        tiers = self.delay_tiers
+        if isinstance(tiers, str | bytes) or not isinstance(tiers, Sequence) or not tiers:
+            raise ConfigurationError("delay_tiers", f"must be a non-empty sequence, got {tiers!r}")
+        if len(tiers) > _MAX_TIERS:
+            raise ConfigurationError("delay_tiers", f"at most {_MAX_TIERS} tiers, got {len(tiers)}")
+        for tier in tiers:
+            if (
+                isinstance(tier, bool)
+                or not isinstance(tier, int | float)
+                or not math.isfinite(tier)
+                or tier < _MIN_TIER
+            ):
+                raise ConfigurationError(
+                    "delay_tiers", f"each must be seconds >= {_MIN_TIER}, got {tier!r}"
+                )
+        if any(later <= earlier for earlier, later in itertools.pairwise(tiers)):
+            raise ConfigurationError("delay_tiers", f"must be strictly increasing, got {tiers!r}")
+        object.__setattr__(self, "delay_tiers", tuple(tiers))  # frozen: a list would not be
+        prefix = self.delay_topic_prefix
+        if not isinstance(prefix, str) or not prefix.startswith("_") or not _NAME.match(prefix):
+            raise ConfigurationError(
+                "delay_topic_prefix",
+                "must start with '_' (internal: never matched by a pattern subscription) and "
+                f"use only letters, digits, '.', '_', '-'; got {prefix!r}",
+            )
+        if len(prefix) > 200:
+            raise ConfigurationError("delay_topic_prefix", "must be at most 200 characters")
+        if not isinstance(self.delay_group, str) or not _NAME.match(self.delay_group):
+            raise ConfigurationError(
+                "delay_group", f"must be letters, digits, '.', '_', '-'; got {self.delay_group!r}"
+            )
+
+    def delay_topics(self) -> list[str]:
+        """The tier topics' names, smallest tier first."""
+        return [self.delay_topic(tier) for tier in self.delay_tiers]
+
+    def delay_topic(self, tier: float) -> str:
+        """The tier topic holding events for ``tier`` seconds: ``_dotmac.delay.5``."""
+        name = str(int(tier)) if float(tier).is_integer() else repr(float(tier))
+        return f"{self.delay_topic_prefix}{name}"
 
     def _check_security(self) -> None:
         if self.security_protocol not in _SECURITY_PROTOCOLS:

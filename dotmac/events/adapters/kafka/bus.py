@@ -26,6 +26,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from dotmac.events.adapters.kafka.delay import DelayMover, tier_records
 from dotmac.events.adapters.kafka.errors import is_retriable, kafka_errors, translate
 from dotmac.events.adapters.kafka.reader import read_topic
 from dotmac.events.adapters.kafka.receiver import KafkaReceiver
@@ -106,6 +107,7 @@ class KafkaBus(TransportBus):
         self._topic_lock: asyncio.Lock | None = None
         self._topics: dict[str, int] = {}  # known topic -> partition count
         self._receivers: set[KafkaReceiver] = set()
+        self._delays: DelayMover | None = None
         self.pattern_refresh = self.config.pattern_refresh
 
     # --- clients -------------------------------------------------------------------------------
@@ -192,18 +194,24 @@ class KafkaBus(TransportBus):
     # --- transport primitives ----------------------------------------------------------------
 
     async def _send(self, batch: Sequence[tuple[Event, bytes]]) -> None:
+        await self._send_records(
+            [
+                (
+                    event.topic,
+                    None if event.key is None else event.key.encode(),
+                    data,
+                    kafka_headers(event),
+                )
+                for event, data in batch
+            ]
+        )
+
+    async def _send_records(self, records: list[_Record]) -> None:
+        """Produce records to their topics (checked and created first), sending failed ones
+        again as ``retries`` and ``delivery_timeout_ms`` allow; PublishError if some fail."""
         producer = self._producer
-        if producer is None or any(event.topic not in self._topics for event, _ in batch):
-            producer = await self._ready_to_send(batch)
-        records = [
-            (
-                event.topic,
-                None if event.key is None else event.key.encode(),
-                data,
-                kafka_headers(event),
-            )
-            for event, data in batch
-        ]
+        if producer is None or any(record[0] not in self._topics for record in records):
+            producer = await self._ready_to_send({record[0] for record in records})
         config = self.config
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.delivery_timeout_ms / 1000
@@ -234,10 +242,10 @@ class KafkaBus(TransportBus):
             records = [record for record, _ in failed]
             await asyncio.sleep(backoff)
 
-    async def _ready_to_send(self, batch: Sequence[tuple[Event, bytes]]) -> AIOKafkaProducer:
-        """Check and create (or look up) the batch's topics, start the producer: once per
-        topic, so later publishes skip straight to the producer."""
-        for topic in {event.topic for event, _ in batch}:
+    async def _ready_to_send(self, topics: set[str]) -> AIOKafkaProducer:
+        """Check and create (or look up) the topics, start the producer: once per topic, so
+        later publishes skip straight to the producer."""
+        for topic in topics:
             if not _TOPIC_NAME.match(topic):
                 raise PublishError(
                     f"kafka: {topic!r} is not a valid topic name ([A-Za-z0-9._-]{{1,249}})",
@@ -352,6 +360,7 @@ class KafkaBus(TransportBus):
         if not _TOPIC_NAME.match(group):
             raise ConfigurationError("group", f"{group!r}: use letters, digits, '.', '_', '-'")
         partitions = await self._ensure_topic(topic)
+        self._start_delay_mover()  # joins beside the receiver; moves what dead processes delayed
         receiver = KafkaReceiver(
             self.config,
             topic,
@@ -363,6 +372,36 @@ class KafkaBus(TransportBus):
         await receiver.start(range(partitions))
         self._receivers.add(receiver)
         return receiver
+
+    async def _schedule(self, topic: str, batch: Sequence[tuple[Event, bytes]], due: float) -> None:
+        """Hold the events in a delay tier topic until ``due`` (see ``delay.py``): one produce,
+        acknowledged as a publish is. The target topic is checked (and created) now, so a bad
+        one fails here, not later in a mover."""
+        await self._ready_to_send({topic})
+        held = [
+            (None if event.key is None else event.key.encode(), data, kafka_headers(event))
+            for event, data in batch
+        ]
+        await self._send_records(tier_records(self.config, topic, held, due, time.time()))
+        self._start_delay_mover()
+
+    def _start_delay_mover(self) -> None:
+        """Run this bus's delay mover from its first delay or subscription, in the background
+        (unless ``delay_mover=False``): a group join takes a while, and a subscriber's mover
+        is ready by the time it delays anything."""
+        if not self.config.delay_mover or self._closing:
+            return
+        if self._delays is None:
+            where = self.config.delay_topic_prefix
+            self._delays = DelayMover(
+                self.config,
+                send=self._send_records,
+                ensure_topic=self._ensure_topic,
+                report=lambda doing, exc: self.observer.error(
+                    where, adapter=self.adapter, where=doing, error=exc
+                ),
+            )
+        self._delays.start()
 
     async def _send_raw(
         self, topic: str, data: bytes, key: str | None, headers: Sequence[tuple[str, bytes]]
@@ -422,9 +461,15 @@ class KafkaBus(TransportBus):
             await admin.delete_topics([topic])
 
     async def _close_transport(self) -> None:
+        failure: BaseException | None = None
+        delays, self._delays = self._delays, None
+        if delays is not None:  # first: it produces through this bus's producer
+            try:
+                await delays.stop()
+            except Exception as exc:
+                failure = exc
         producer, admin, offsets = self._producer, self._admin, self._offsets
         self._producer = self._admin = self._offsets = None
-        failure: BaseException | None = None
         # Every client is closed even when an earlier one fails; the first failure is raised.
         for doing, stop in (
             ("producer stop", producer.stop if producer is not None else None),
