@@ -29,6 +29,7 @@ EXPECTED = {
     "tenant_required": "router stopped: [('user.created', 'ada@example.com'), "
     "('user.login', 'acme'), ('user.logout', 'acme')]",
     "negative amount": "[('Reject', 'negative amount', 1)]",
+    "card declined": "replayed 3 skipped 1",
     "validate_schema": "user_id is required",
     "REDIS_URL": "order 1, delivery 1",
     "KAFKA_BOOTSTRAP_SERVERS": "order 1 from partition",
