@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from dotmac.events import (
     ConfigurationError,
@@ -245,6 +246,7 @@ async def test_redis_age_counts_the_time_a_dead_consumer_held_the_entry(
     assert int(pending[0]["time_since_delivered"]) < 1000  # claimed, then touched
     assert stats.oldest_pending_age is not None
     assert held_for - 0.5 <= stats.oldest_pending_age <= held_for + 0.5
+    assert await client.exists(held_time_key(stream, "g"))
     release.set()
 
     async def forgotten() -> bool:  # the next heartbeat drops the acked entry's field
@@ -253,6 +255,12 @@ async def test_redis_age_counts_the_time_a_dead_consumer_held_the_entry(
         )
 
     await eventually(forgotten, timeout=10)
+
+
+@pytest.mark.parametrize("stream", ["orders", "t-1:orders", "{orders}.created", "a{b"])
+def test_held_time_hash_shares_the_streams_cluster_slot(stream: str) -> None:
+    """The heartbeat's MULTI touches the stream and the hash: one slot on a cluster."""
+    assert key_slot(held_time_key(stream, "g").encode()) == key_slot(stream.encode())
 
 
 async def test_redis_carried_time_outlives_a_consumer_that_closes_mid_handler(

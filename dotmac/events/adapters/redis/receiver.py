@@ -74,8 +74,17 @@ HELD_TIME_TTL = 86_400
 
 
 def held_time_key(stream: str, group: str) -> str:
-    """The hash of idle time erased from ``group``'s pending entries of ``stream`` (ms per id)."""
-    return f"{stream}:dotmac-held-ms:{group}"
+    """The hash of idle time erased from ``group``'s pending entries of ``stream`` (ms per id).
+
+    It shares the stream's hash slot (a cluster runs the heartbeat's MULTI over both): the
+    stream's own ``{tag}`` when it has one, else the whole stream name as the tag (impossible
+    only for a name holding a ``}`` but no tag).
+    """
+    start = stream.find("{")
+    end = stream.find("}", start + 1) if start >= 0 else -1
+    if end > start + 1 or "}" in stream:  # tagged (or a tag cannot be formed): keep the prefix
+        return f"{stream}:dotmac-held-ms:{group}"
+    return f"{{{stream}}}:dotmac-held-ms:{group}"
 
 
 def _text(value: Any) -> str:
