@@ -59,11 +59,17 @@ def _metadata_ok(host: str, port: int) -> bool:
 
 
 class TansuServer:
-    """One Tansu broker process with in-memory storage on a free loopback port."""
+    """One Tansu broker process with in-memory storage on a free loopback port.
 
-    def __init__(self, binary: Path, port: int | None = None) -> None:
+    ``advertised_port`` (default: ``port``) is the port the broker tells clients to use, so
+    fault tests can put a proxy in front of it."""
+
+    def __init__(
+        self, binary: Path, port: int | None = None, *, advertised_port: int | None = None
+    ) -> None:
         self.binary = binary
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)
 
@@ -80,7 +86,7 @@ class TansuServer:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],

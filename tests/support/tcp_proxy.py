@@ -40,6 +40,10 @@ class TcpProxy:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def stalled(self) -> bool:
+        return not self._flowing.is_set()
+
     def stall(self) -> None:
         """Stop forwarding bytes (connections stay open); ``resume()`` delivers what was held."""
         self._flowing.clear()
