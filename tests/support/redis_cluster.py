@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.redis_server import find_redis_binary, free_port
 
-__all__ = ["LocalCluster", "cluster_info", "redis_cluster_url"]
+__all__ = ["LocalCluster", "cluster_info", "redis_cluster_url", "replicas_in_sync"]
 
 
 def _cli() -> str:
@@ -140,6 +140,15 @@ class LocalCluster:
             p for p in self.live_ports() if _ask(p, b"ROLE\r\n").startswith(b"*3\r\n$6\r\nmaster")
         ]
 
+    def wait_promoted(self, masters: int, timeout: float = 30.0) -> None:
+        """Wait until ``masters`` live nodes are masters again (a replica took over), and ok."""
+        deadline = time.monotonic() + timeout
+        while len(self.master_ports()) < masters:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no replica promoted within {timeout}s")
+            time.sleep(0.02)
+        self.wait_ok(deadline - time.monotonic())
+
     def kill(self, port: int) -> None:
         """SIGKILL the node on ``port`` (its replica takes over after the node timeout)."""
         process = self.processes[port]
@@ -165,6 +174,19 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def replicas_in_sync(cluster: LocalCluster, timeout: float) -> None:
+    """Wait until every master reports as many connected, online replicas as it should have."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        masters = cluster.master_ports()
+        replies = [_ask(p, b"INFO replication\r\n").decode(errors="replace") for p in masters]
+        online = [r.count("state=online") for r in replies]
+        if masters and all(n >= cluster.replicas for n in online):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"replicas not in sync within {timeout}s")
 
 
 @pytest.fixture(scope="session")
