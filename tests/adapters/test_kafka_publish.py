@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from dotmac.events import Event, JsonCodec, KafkaBus, PublishError
+from dotmac.events import EncodeError, Event, JsonCodec, KafkaBus, PublishError
 from dotmac.events.adapters.kafka import create_kafka_bus
 from tests.support.kafka_helpers import kafka_test_config, unique_topic
 
@@ -117,10 +117,15 @@ async def test_an_oversized_record_fails_the_call_and_the_others_land(
     topic = unique_topic("too-large")
     try:
         await bus.publish(Event(topic, "warm-up"))
+        with pytest.raises(EncodeError, match="max_event_bytes"):  # refused before sending
+            await bus.publish_many([Event(topic, 0), Event(topic, "x" * 10_000)])
+        # Within max_event_bytes (= max_request_size) but over it with the record's overhead:
+        overhead = len(JsonCodec().encode(Event(topic, "")))
+        at_limit = Event(topic, "x" * (4096 - overhead))
         with pytest.raises(PublishError, match="MessageSizeTooLarge"):
-            await bus.publish_many([Event(topic, 1), Event(topic, "x" * 10_000), Event(topic, 3)])
+            await bus.publish_many([Event(topic, 1), at_limit, Event(topic, 3)])
         with pytest.raises(PublishError, match="MessageSizeTooLarge"):
-            await bus.publish(Event(topic, "x" * 10_000))
+            await bus.publish(at_limit)
     finally:
         await bus.close(timeout=5.0)
     records = await read_all(kafka_bootstrap, topic, 3)

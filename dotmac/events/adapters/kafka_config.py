@@ -86,6 +86,10 @@ class KafkaConfig:
     ``delay_mover`` runs a mover in this bus once it delays an event or subscribes; with False,
     other processes must run one or delayed events are never delivered.
 
+    Size: publishing an event whose encoded bytes exceed ``max_event_bytes`` raises
+    EncodeError before anything is sent; None (the default) means ``max_request_size``, past
+    which aiokafka could not send it anyway.
+
     Secrets (``sasl_password``) never appear in ``repr()``.
     """
 
@@ -105,6 +109,7 @@ class KafkaConfig:
     batch_size: int = 16_384
     linger_ms: int = 5
     max_request_size: int = 1_048_576
+    max_event_bytes: int | None = None
     enable_idempotence: bool = False
     request_timeout_ms: int = 30_000
     # consumer
@@ -267,6 +272,16 @@ class KafkaConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigurationError(name, f"must be an int >= {low}, got {value!r}")
+        if self.max_event_bytes is not None and (
+            not isinstance(self.max_event_bytes, int)
+            or isinstance(self.max_event_bytes, bool)
+            or not 1 <= self.max_event_bytes <= self.max_request_size
+        ):
+            raise ConfigurationError(
+                "max_event_bytes",
+                f"must be None or an int in 1..max_request_size ({self.max_request_size}), "
+                f"got {self.max_event_bytes!r}",
+            )
         if self.replication_factor is not None and (
             not isinstance(self.replication_factor, int) or self.replication_factor < 1
         ):

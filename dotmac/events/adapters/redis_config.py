@@ -93,6 +93,10 @@ class RedisConfig:
     without a reply within ``consumer_timeout`` is not resent (that could write it twice):
     PublishError(may_have_been_written=True). Consumers reconnect with the same backoff, for
     as long as it takes.
+
+    Size: publishing an event whose encoded bytes exceed ``max_event_bytes`` (1 MiB) raises
+    EncodeError. Redis would store up to 512 MB, but one huge entry stalls every reader of
+    its stream and every pipeline it rides in.
     """
 
     url: str | None = None
@@ -124,6 +128,7 @@ class RedisConfig:
     close_timeout: float = 10.0
     reconnect_backoff_base_ms: float = 100.0
     reconnect_backoff_max_ms: float = 5_000.0
+    max_event_bytes: int = 1_048_576
     publish_timeout: float = 10.0
     publish_retries: int | None = None
 
@@ -186,6 +191,11 @@ class RedisConfig:
         )
 
     def _check_consuming(self) -> None:
+        _require(
+            _positive_int(self.max_event_bytes) and self.max_event_bytes <= 512 * 1024 * 1024,
+            "max_event_bytes",
+            f"must be an int in 1..536870912 (Redis's limit), got {self.max_event_bytes!r}",
+        )
         _require(isinstance(self.key_prefix, str), "key_prefix", "must be a str")
         _require(
             self.max_stream_length is None or _positive_int(self.max_stream_length),

@@ -29,6 +29,7 @@ from dotmac.events.engine.subscription import ReceiverSubscription
 from dotmac.events.errors import (
     BusClosedError,
     ConfigurationError,
+    EncodeError,
     EventBusError,
     PublishError,
     RequestTimeout,
@@ -43,7 +44,10 @@ from dotmac.events.registry import topic_list
 from dotmac.events.schemas import SchemaCodec, TopicSchema, typed_handler
 from dotmac.events.transport import LogRecord, Receiver, RecordWriter
 
-__all__ = ["HANDLER_THREADS", "TransportBus", "retry_topic"]
+__all__ = ["HANDLER_THREADS", "MAX_EVENT_BYTES", "TransportBus", "retry_topic"]
+
+MAX_EVENT_BYTES = 1_048_576
+"""The default bound on one encoded event (1 MiB, Kafka's default ``max_request_size``)."""
 
 HANDLER_THREADS = 16
 """Threads a bus runs plain-function (``def``) handlers in, at most, across its subscriptions."""
@@ -68,9 +72,20 @@ class TransportBus(EventBus):
         codec: Codec | None = None,
         observer: Observer | None = None,
         close_timeout: float = 10.0,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         if close_timeout <= 0:
             raise ConfigurationError("close_timeout", f"must be > 0, got {close_timeout}")
+        if (
+            not isinstance(max_event_bytes, int)
+            or isinstance(max_event_bytes, bool)
+            or max_event_bytes < 1
+        ):
+            raise ConfigurationError(
+                "max_event_bytes", f"must be an int >= 1, got {max_event_bytes!r}"
+            )
+        self.max_event_bytes = max_event_bytes
+        """Publishing an event whose encoded bytes exceed this raises EncodeError."""
         self.codec: Codec = codec or JsonCodec()
         self.observer: Observer = observer or NoopObserver()
         self._observed = type(self.observer) is not NoopObserver
@@ -310,6 +325,7 @@ class TransportBus(EventBus):
     async def _schedule_translated(
         self, topic: str, batch: Sequence[tuple[Event, bytes]], due: float
     ) -> None:
+        self._check_sizes(batch)
         try:
             await self._schedule(topic, batch, due)
         except EventBusError:
@@ -357,7 +373,18 @@ class TransportBus(EventBus):
                 batch.append((ready, self.codec.encode(ready)))
             await self._send_translated(batch)
 
+    def _check_sizes(self, batch: Sequence[tuple[Event, bytes]]) -> None:
+        """Refuse the whole batch, before anything is sent, if one event is too large."""
+        limit = self.max_event_bytes
+        for event, data in batch:
+            if len(data) > limit:
+                raise EncodeError(
+                    f"event for topic {event.topic!r} is {len(data)} bytes encoded, above "
+                    f"max_event_bytes ({limit}); nothing of this publish was sent"
+                )
+
     async def _send_translated(self, batch: Sequence[tuple[Event, bytes]]) -> None:
+        self._check_sizes(batch)
         try:
             await self._send(batch)
         except EventBusError:

@@ -99,7 +99,12 @@ class KafkaBus(TransportBus):
                 "compression_type",
                 f'{compression!r} needs cramjam: pip install "dotmac-events[kafka]"',
             )
-        super().__init__(codec=codec, observer=observer, close_timeout=self.config.close_timeout)
+        super().__init__(
+            codec=codec,
+            observer=observer,
+            close_timeout=self.config.close_timeout,
+            max_event_bytes=self.config.max_event_bytes or self.config.max_request_size,
+        )
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None  # group-less consumer for stats()

@@ -116,7 +116,12 @@ class RedisStreamsBus(TransportBus):
             raise ConfigurationError(
                 "client", f"must be a redis.asyncio.Redis, got {type(client).__name__}"
             )
-        super().__init__(codec=codec, observer=observer, close_timeout=self.config.close_timeout)
+        super().__init__(
+            codec=codec,
+            observer=observer,
+            close_timeout=self.config.close_timeout,
+            max_event_bytes=self.config.max_event_bytes,
+        )
         self._client = client
         self._owns_client = client is None
         self._consumers: dict[tuple[str, str], int] = {}

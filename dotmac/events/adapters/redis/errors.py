@@ -54,14 +54,15 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _is_auth(exc: BaseException) -> bool:
-    return isinstance(
-        exc,
+def _auth_error(exc: BaseException) -> BaseException | None:
+    """The refused-credentials error in ``exc``'s chain, if there is one."""
+    auth = (
         redis_errors.AuthenticationError
         | redis_errors.AuthorizationError
         | redis_errors.NoPermissionError
-        | redis_errors.AuthenticationWrongNumberOfArgsError,
+        | redis_errors.AuthenticationWrongNumberOfArgsError
     )
+    return next((e for e in _chain(exc) if isinstance(e, auth)), None)
 
 
 def _unresolved_host(exc: BaseException) -> bool:
@@ -81,7 +82,7 @@ def is_connection_error(exc: BaseException) -> bool:
 
 def is_retryable(exc: BaseException) -> bool:
     """True where doing the same again later can succeed (see the module docstring)."""
-    if _is_auth(exc) or _unresolved_host(exc) or _untrusted_tls(exc):
+    if _auth_error(exc) is not None or _unresolved_host(exc) or _untrusted_tls(exc):
         return False
     if isinstance(exc, _BUSY) or is_connection_error(exc):
         return True
@@ -115,9 +116,10 @@ def translate(
     """
     if isinstance(exc, EventBusError):
         return exc
-    if _is_auth(exc):
+    auth = _auth_error(exc)
+    if auth is not None:
         return AuthenticationError(
-            scrub(f"redis {doing} failed: authentication refused: {_auth_reason(exc)}", secrets)
+            scrub(f"redis {doing} failed: authentication refused: {_auth_reason(auth)}", secrets)
         )
     if _unresolved_host(exc):
         kind = "host name does not resolve"
@@ -125,7 +127,7 @@ def translate(
         kind = "TLS certificate not trusted"
     elif any(isinstance(e, ConnectionRefusedError) for e in _chain(exc)):
         kind = "connection refused"
-    elif isinstance(exc, redis_errors.TimeoutError | TimeoutError):
+    elif any(isinstance(e, redis_errors.TimeoutError | TimeoutError) for e in _chain(exc)):
         kind = "timed out"
     elif is_connection_error(exc):
         kind = "connection lost"

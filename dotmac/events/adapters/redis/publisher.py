@@ -40,7 +40,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
-from dotmac.events.adapters.redis.errors import is_connection_error, translate
+from dotmac.events.adapters.redis.errors import is_connection_error, is_retryable, translate
 from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.errors import EventBusError, PublishError
@@ -291,7 +291,10 @@ class RedisPublisher:
         failure: BaseException | None = None
         for command, reply in zip(waiter.commands, replies, strict=True):
             if isinstance(reply, NotSent):
-                unsent.append(command)
+                if is_retryable(reply):
+                    unsent.append(command)
+                else:  # refused credentials, a host that does not resolve, untrusted TLS
+                    failure = failure or reply
             elif isinstance(reply, Exception):
                 failure = failure or reply
                 if is_connection_error(reply):
@@ -302,6 +305,7 @@ class RedisPublisher:
             retries = self._config.publish_retries
             if retries is not None and attempt > retries:
                 failure = NotSent(f"connection failed {attempt} time(s): {replies[-1]}")
+                failure.__cause__ = replies[-1]  # what failed, for the error's kind
         if failure is not None:
             error = self._error(failure, waiter, attempt)
             error.__cause__ = failure
