@@ -2,6 +2,7 @@
 
     memory://?max_queue_size=5000
     redis://user:secret@host:6379/0?key_prefix=app&block_ms=500     (also rediss://, TLS)
+    redis+cluster://user:secret@h1:7000,h2:7001?partitions=32   (Redis Cluster; rediss+cluster://)
     kafka://h1:9092,h2:9092?client_id=billing&num_partitions=6
     nats://user:secret@h1:4222,h2:4222?stream_prefix=APP&ack_wait=60   (also tls://, TLS)
 
@@ -27,6 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.adapters.memory import MemoryConfig
 from dotmac.events.adapters.nats_config import NatsConfig
+from dotmac.events.adapters.redis_cluster_config import RedisClusterConfig
 from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.errors import ConfigurationError
 
@@ -38,13 +40,14 @@ if TYPE_CHECKING:
 __all__ = ["ENV_VAR", "create_bus", "parse_bus_url", "redact"]
 
 ENV_VAR = "DOTMAC_EVENTS_URL"
-SCHEMES = ("memory", "redis", "rediss", "kafka", "nats", "tls")
+SCHEMES = ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster", "kafka", "nats", "tls")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 # Fields the URL's other parts set, or that no string can express.
 _NOT_PARAMETERS: dict[type[Any], frozenset[str]] = {
     MemoryConfig: frozenset(),
     RedisConfig: frozenset({"url", "host", "port", "db", "username"}),
+    RedisClusterConfig: frozenset({"url", "host", "port", "db", "username", "topic_partitions"}),
     KafkaConfig: frozenset({"bootstrap_servers", "ssl_context", "sasl_username"}),
     NatsConfig: frozenset({"servers", "user"}),
 }
@@ -118,6 +121,10 @@ def create_bus(
         ImportError: the transport's extra is not installed (the message gives the pip line).
     """
     config = parse_bus_url(url)
+    if isinstance(config, RedisClusterConfig):  # before RedisConfig: it is one
+        from dotmac.events.adapters import create_redis_cluster_bus
+
+        return create_redis_cluster_bus(config, codec=codec, observer=observer)
     if isinstance(config, RedisConfig):
         from dotmac.events.adapters import create_redis_bus
 
@@ -170,6 +177,12 @@ def _parse(url: str) -> AnyConfig:
         return _kafka(netloc, path, query)
     if scheme in ("nats", "tls"):
         return _nats(scheme, netloc, path, query)
+    if scheme.endswith("+cluster"):
+        if path not in ("", "0"):
+            raise ConfigurationError("url", f"Redis Cluster has only database 0, got {path!r}")
+        return RedisClusterConfig(
+            url=f"{scheme}://{netloc}", **_parameters(RedisClusterConfig, query)
+        )
     return _redis(scheme, netloc, path, query)
 
 
