@@ -50,7 +50,7 @@ SCRIPT = textwrap.dedent(
                 done.set()
 
         async def on_dead(event):
-            dead.append(event.payload["original_topic"])
+            dead.append(event.headers["kafka_dlt-original-topic"])  # the original, plus headers
 
         async with create_memory_bus() as bus:
             await bus.subscribe("jobs.DLQ", on_dead, group="dlq")
