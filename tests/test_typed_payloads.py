@@ -153,7 +153,7 @@ async def test_registered_schema_guards_plain_event_handlers(bus: TransportBus) 
         seen.append(event.payload)
 
     async def on_dead(event: Event) -> None:
-        dead.append(event.payload["error_type"])
+        dead.append(event.headers["kafka_dlt-exception-fqcn"].rpartition(".")[2])
 
     await bus.subscribe(f"{shipments}.DLQ", on_dead, group="dlq")
     await run_consumer(bus, shipments, on_event, FAST, group="g")
