@@ -34,6 +34,7 @@ EXPECTED = {
     "REDIS_URL": "order 1, delivery 1",
     "KAFKA_BOOTSTRAP_SERVERS": "order 1 from partition",
     "NATS_URL": "order 1, delivery 1, seq ",
+    "REDIS_CLUSTER_URL": "order 1 from partition ",
     "secure-password": "sasl_username='event-service'",
 }
 
@@ -52,6 +53,8 @@ def test_readme_block_runs(block: str, tmp_path: Path, request: pytest.FixtureRe
         env["KAFKA_BOOTSTRAP_SERVERS"] = request.getfixturevalue("kafka_bootstrap")
     if "NATS_URL" in block:
         env["NATS_URL"] = request.getfixturevalue("nats_url")
+    if "REDIS_CLUSTER_URL" in block:
+        env["REDIS_CLUSTER_URL"] = request.getfixturevalue("redis_cluster_url")
     if "ConformanceSuite" in block:
         path = tmp_path / "test_readme_suite.py"
         path.write_text(block)

@@ -268,6 +268,9 @@ class RedisClusterBus(TransportBus):
             on_trimmed=functools.partial(self._lost_to_trimming, topic, group),
         )
         try:
+            # Learn the slot map first: redis-py opening a node's first connections from many
+            # tasks at once, mid-discovery, can hand one of them a closed connection.
+            await self.client.initialize()
             await receiver.open()
         except Exception as exc:
             raise translate(
