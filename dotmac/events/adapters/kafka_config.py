@@ -86,6 +86,12 @@ class KafkaConfig:
     ``delay_mover`` runs a mover in this bus once it delays an event or subscribes; with False,
     other processes must run one or delayed events are never delivered.
 
+    Delivery counts: a named group's consumers keep the delivery count of a record that may
+    crash them in the internal compacted topic ``attempts_topic`` (see
+    ``adapters/kafka/attempts.py``), so a retry budget carries over to the partition's next
+    owner; one write per partition per assignment and one per redelivery. None keeps counts in
+    memory only: after a crash or rebalance they start again at 1.
+
     Size: publishing an event whose encoded bytes exceed ``max_event_bytes`` raises
     EncodeError before anything is sent; None (the default) means ``max_request_size``, past
     which aiokafka could not send it anyway.
@@ -137,6 +143,8 @@ class KafkaConfig:
     delay_topic_prefix: str = "_dotmac.delay."
     delay_group: str = "dotmac-delay-mover"
     delay_mover: bool = True
+    # delivery counts
+    attempts_topic: str | None = "_dotmac.attempts"
 
     def __post_init__(self) -> None:
         servers = self.bootstrap_list()
@@ -179,6 +187,21 @@ class KafkaConfig:
         if "{group}" not in self.group_id_format or not probe:
             raise ConfigurationError("group_id_format", "must contain {group}")
         self._check_delays()
+        self._check_attempts_topic()
+
+    def _check_attempts_topic(self) -> None:
+        name = self.attempts_topic
+        if name is not None and (
+            not isinstance(name, str)
+            or not name.startswith("_")
+            or not _NAME.match(name)
+            or len(name) > 249
+        ):
+            raise ConfigurationError(
+                "attempts_topic",
+                "must be None or a topic name starting with '_' (internal: never matched by a "
+                f"pattern subscription) of letters, digits, '.', '_', '-'; got {name!r}",
+            )
 
     def _check_delays(self) -> None:
         tiers = self.delay_tiers

@@ -26,6 +26,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from dotmac.events.adapters.kafka.attempts import AttemptLog
 from dotmac.events.adapters.kafka.delay import DelayMover, tier_records
 from dotmac.events.adapters.kafka.errors import is_retriable, kafka_errors, translate
 from dotmac.events.adapters.kafka.reader import read_topic
@@ -113,6 +114,7 @@ class KafkaBus(TransportBus):
         self._topics: dict[str, int] = {}  # known topic -> partition count
         self._receivers: set[KafkaReceiver] = set()
         self._delays: DelayMover | None = None
+        self._attempts: AttemptLog | None = None  # delivery counts of named groups
         self.pattern_refresh = self.config.pattern_refresh
 
     # --- clients -------------------------------------------------------------------------------
@@ -373,6 +375,7 @@ class KafkaBus(TransportBus):
             private=private,
             from_beginning=from_beginning,
             on_close=self._receivers.discard,
+            attempts=None if private else self._attempt_log(),
         )
         await receiver.start(range(partitions))
         self._receivers.add(receiver)
@@ -389,6 +392,21 @@ class KafkaBus(TransportBus):
         ]
         await self._send_records(tier_records(self.config, topic, held, due, time.time()))
         self._start_delay_mover()
+
+    def _attempt_log(self) -> AttemptLog | None:
+        """The attempts log named groups keep delivery counts in (see ``attempts.py``); None
+        when ``attempts_topic`` is None. It opens its topic on first use."""
+        if self.config.attempts_topic is None:
+            return None
+        if self._attempts is None:
+            self._attempts = AttemptLog(
+                self.config,
+                self.config.attempts_topic,
+                send=self._send_records,
+                ensure_topic=self._ensure_topic,
+                admin=self._get_admin,
+            )
+        return self._attempts
 
     def _start_delay_mover(self) -> None:
         """Run this bus's delay mover from its first delay or subscription, in the background
@@ -473,6 +491,12 @@ class KafkaBus(TransportBus):
                 await delays.stop()
             except Exception as exc:
                 failure = exc
+        attempts, self._attempts = self._attempts, None
+        if attempts is not None:
+            try:
+                await attempts.close()
+            except Exception as exc:
+                failure = failure or exc
         producer, admin, offsets = self._producer, self._admin, self._offsets
         self._producer = self._admin = self._offsets = None
         # Every client is closed even when an earlier one fails; the first failure is raised.

@@ -5,6 +5,10 @@ order (concurrency, retries) may only commit up to the first offset that is not 
 if offset 5 is running or failed and 6 finished, the committed position stays at 5. A ledger
 lives for one assignment of one partition; a rebalance replaces it, so acks that arrive for
 an older assignment are recognised and ignored.
+
+``durable`` holds the delivery counts this partition keeps in the attempts log (see
+``attempts.py``): None until read at the first fetch of the assignment (and always when the
+log is off); an offset leaves it when it is done.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class PartitionLedger:
         self.revoking = False
         self.paused = False
         self.committed: int | None = None  # the position last committed (next offset to read)
+        self.durable: dict[int, int] | None = None  # offset -> deliveries kept in the attempts log
         self._slots: dict[int, Slot] = {}
         self._order: deque[int] = deque()
         self._next: int | None = None  # one past the highest offset seen
@@ -62,6 +67,10 @@ class PartitionLedger:
         self._next = offset + 1
         return slot
 
+    def untouched(self) -> bool:
+        """True until the first offset of this assignment is added."""
+        return self._next is None
+
     def get(self, offset: int | None) -> Slot | None:
         return None if offset is None else self._slots.get(offset)
 
@@ -72,6 +81,8 @@ class PartitionLedger:
             return False
         slot.state = SlotState.DONE
         slot.data = None  # only the offset is needed from now on
+        if self.durable:
+            self.durable.pop(slot.offset, None)  # dropped from the log with the next write
         return True
 
     def again(self, offset: int | None) -> Slot | None:

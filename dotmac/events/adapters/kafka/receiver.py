@@ -4,8 +4,13 @@ Auto-commit is off. Each assigned partition has a :class:`PartitionLedger`; an a
 offset done and the receiver commits, per partition, up to the first offset not yet done, so
 a message still running or failing is never skipped by a later commit. Kafka keeps no delivery
 count, so the count lives in the ledger (in memory) for as long as this consumer owns the
-partition. In a rebalance, revoked partitions stop being handed out, their in-flight handlers
-get ``revoke_timeout_ms`` to finish, what finished is committed, and their ledgers are dropped:
+partition, and, for a named group, in the attempts log (``attempts.py``) where it must outlive
+this consumer: the first record fetched from a partition after each assignment, records the
+log already counts, and every redelivery are written there before they are handed out, so a
+record that crashes its consumer reaches the next owner with its real count.
+
+In a rebalance, revoked partitions stop being handed out, their in-flight handlers get
+``revoke_timeout_ms`` to finish, what finished is committed, and their ledgers are dropped:
 acks arriving later are ignored and those messages go to the next owner.
 
 A private receiver (``subscribe(group=None)``) assigns itself every partition from the end of
@@ -24,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka
 
+from dotmac.events.adapters.kafka.attempts import AttemptLog
 from dotmac.events.adapters.kafka.errors import kafka_errors
 from dotmac.events.adapters.kafka.ledger import PartitionLedger, Slot
 from dotmac.events.adapters.kafka_config import KafkaConfig
@@ -48,6 +54,7 @@ class KafkaReceiver:
         private: bool,
         from_beginning: bool = False,
         on_close: Callable[[KafkaReceiver], None] | None = None,
+        attempts: AttemptLog | None = None,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -55,9 +62,11 @@ class KafkaReceiver:
         self.from_beginning = from_beginning
         self._config = config
         self._on_close = on_close
-        options = config.consumer_kwargs(
-            group=None if private else config.group_id(group, topic), private=private
-        )
+        self._group_id = config.group_id(group, topic)
+        self._attempts = None if private else attempts  # a private consumer's counts die with it
+        self._unwritten: set[PartitionLedger] = set()  # ledgers whose counts must be stored
+        self._writing = asyncio.Lock()  # one attempts write at a time keeps the latest last
+        options = config.consumer_kwargs(group=None if private else self._group_id, private=private)
         if from_beginning:  # a topic a pattern found after it started: all of it is new
             options["auto_offset_reset"] = "earliest"
         self._consumer = AIOKafkaConsumer(**options)
@@ -144,6 +153,8 @@ class KafkaReceiver:
     async def fetch(self, max_count: int, acks: Sequence[Delivery]) -> Sequence[Delivery]:
         await self.ack(acks)
         taken = self._take_released(max_count)
+        if self._unwritten:
+            await self._write_counts()
         if taken or self._interrupted.is_set():
             return taken
         self._getmany = asyncio.ensure_future(
@@ -165,7 +176,12 @@ class KafkaReceiver:
             return []
         with kafka_errors(f"fetch from {self.topic!r}"):
             records = task.result()
-        return self._hand_out(records)
+        if self._attempts is not None and records:
+            await self._read_counts(records)
+        deliveries = self._hand_out(records)
+        if self._unwritten:
+            await self._write_counts()
+        return deliveries
 
     def _hand_out(self, records: dict[TopicPartition, list[Any]]) -> list[Delivery]:
         deliveries: list[Delivery] = []
@@ -174,17 +190,92 @@ class KafkaReceiver:
             ledger = self._ledgers.get(tp.partition)
             if ledger is None or ledger.revoking:
                 continue  # not ours any more: the next owner reads them from the commit
+            durable = ledger.durable
+            first = durable is not None and ledger.untouched()
             for record in batch:
                 key = None if record.key is None else bytes(record.key).decode(errors="replace")
                 slot = ledger.add(record.offset, bytes(record.value or b""), key, now)
                 if slot is not None:
                     if record.headers:
                         slot.headers = record.headers
+                    if durable is not None and (first or (durable and slot.offset in durable)):
+                        self._count(ledger, durable, slot, first)
+                        first = False
                     deliveries.append(self._delivery(ledger, slot))
             if len(ledger) >= self._config.max_uncommitted and not ledger.paused:
                 ledger.paused = True  # a stuck offset holds too many finished ones behind it
                 self._consumer.pause(tp)
         return deliveries
+
+    def _count(
+        self, ledger: PartitionLedger, durable: dict[int, int], slot: Slot, first: bool
+    ) -> None:
+        """Continue a stored count (or start one for the assignment's first record) and mark
+        the ledger to be written before the slot is handed out."""
+        if first:  # the committed position: counts below it are of handled records
+            for offset in [o for o in durable if o < slot.offset]:
+                del durable[offset]
+        slot.count = durable.get(slot.offset, 0) + 1
+        durable[slot.offset] = slot.count
+        self._unwritten.add(ledger)
+
+    async def _read_counts(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """Load the stored counts of partitions fetched from for the first time since their
+        assignment. A failed read is logged and counts start at 1 (as without the log): the
+        fetched records must be handed out, the consumer's position is past them."""
+        assert self._attempts is not None
+        fresh = [
+            ledger
+            for tp in records
+            if (ledger := self._ledgers.get(tp.partition)) is not None and ledger.durable is None
+        ]
+        if not fresh:
+            return
+        try:
+            await self._attempts.catch_up()
+        except Exception as exc:
+            logger.warning(
+                "kafka topic %s, group %s: reading delivery counts failed: %r",
+                self.topic,
+                self.group,
+                exc,
+            )
+            for ledger in fresh:
+                ledger.durable = {}
+            return
+        for ledger in fresh:
+            ledger.durable = self._attempts.stored(self._group_id, self.topic, ledger.partition)
+
+    async def _write_counts(self) -> None:
+        """Store the counts of the ledgers marked since the last write (still ours), dropping
+        offsets below the committed position. A failed write is logged; the counts stay in
+        memory and go out with the next write."""
+        if self._attempts is None:
+            self._unwritten.clear()
+            return
+        async with self._writing:
+            ledgers, self._unwritten = self._unwritten, set()
+            counts = [
+                (
+                    ledger.partition,
+                    {
+                        offset: n
+                        for offset, n in ledger.durable.items()
+                        if ledger.committed is None or offset >= ledger.committed
+                    },
+                )
+                for ledger in ledgers
+                if ledger.durable is not None and self._ledgers.get(ledger.partition) is ledger
+            ]
+            try:
+                await self._attempts.write(self._group_id, self.topic, counts)
+            except Exception as exc:
+                logger.warning(
+                    "kafka topic %s, group %s: storing delivery counts failed: %r",
+                    self.topic,
+                    self.group,
+                    exc,
+                )
 
     def _delivery(self, ledger: PartitionLedger, slot: Slot) -> Delivery:
         return Delivery(
@@ -214,6 +305,7 @@ class KafkaReceiver:
                 continue
             for slot in ledger.released()[: max_count - len(taken)]:
                 ledger.again(slot.offset)
+                self._recount(ledger, slot)
                 taken.append(self._delivery(ledger, slot))
         return taken
 
@@ -266,7 +358,18 @@ class KafkaReceiver:
                 self._changed.set()
             return None
         slot = ledger.again(delivery.offset)
-        return None if slot is None else self._delivery(ledger, slot)
+        if slot is None:
+            return None
+        self._recount(ledger, slot)
+        if self._unwritten:
+            await self._write_counts()  # before the handler runs: it may crash this process
+        return self._delivery(ledger, slot)
+
+    def _recount(self, ledger: PartitionLedger, slot: Slot) -> None:
+        """A slot handed out again: its new count goes to the attempts log."""
+        if ledger.durable is not None:
+            ledger.durable[slot.offset] = slot.count
+            self._unwritten.add(ledger)
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
