@@ -67,7 +67,7 @@ def test_environment_variable_is_used_without_a_url(monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(
     ("url", "named"),
     [
-        ("nats://localhost", "unknown scheme 'nats'"),
+        ("amqp://localhost", "unknown scheme 'amqp'"),
         ("localhost:6379", "scheme://"),
         ("memory://?max_queue=5", "max_queue: unknown URL parameter"),
         ("memory://?max_queue_size=lots", "max_queue_size: URL parameter 'lots': expected an int"),
@@ -98,7 +98,8 @@ def test_bad_urls_name_the_bad_part(url: str, named: str) -> None:
         f"kafka://u:{SECRET}@h1:9092?security_protocol=SASL_SSL",
         f"kafka://u:{SECRET}@h1:9092?acks=7",
         f"kafka://h1:9092?sasl_password={SECRET}&linger_ms=-1",
-        f"nats://u:{SECRET}@h",
+        f"amqp://u:{SECRET}@h",
+        f"nats://u:{SECRET}@h?nope=1",
     ],
 )
 def test_passwords_never_appear_in_errors(url: str) -> None:

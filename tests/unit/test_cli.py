@@ -66,7 +66,7 @@ WORKER = ["worker", "tests.faults.worker_app:router"]
         (["worker", "no_such_module_x", "--bus", "memory://"], "cannot import module"),
         (["worker", "tests.faults.worker_app:nope", "--bus", "memory://"], "no attribute 'nope'"),
         (["worker", "tests.faults.worker_app:not_a_router", "--bus", "memory://"], "not an Event"),
-        ([*WORKER, "--bus", "nats://x"], "unknown scheme"),
+        ([*WORKER, "--bus", "amqp://x"], "unknown scheme"),
         ([*WORKER, "--bus", "redis://h?nope=1"], "nope"),
         ([*WORKER, "--bus", "memory://", "--drain-timeout", "0"], "--drain-timeout must be > 0"),
         ([*WORKER, "--bus", "memory://", "--concurrency", "0"], "0 is not in the range x>=1."),

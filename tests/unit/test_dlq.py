@@ -26,7 +26,6 @@ from dotmac.events import (
     log_dlq_entry,
     run_consumer,
 )
-from dotmac.events.dlq import DLQ_HEADER
 from dotmac.events.testing import wait_until
 
 CODEC = JsonCodec()
@@ -245,9 +244,7 @@ async def test_simple_dlq_lists_replays_and_removes() -> None:
         assert all(e.error_type == "Reject" and e.attempts == 1 for e in entries)
         assert [e.last_failure_at for e in entries] == sorted(e.last_failure_at for e in entries)
         # a second view (another process, after a restart) sees the same: nothing was consumed
-        assert [e.id for e in await SimpleDLQ(bus, "jobs.DLQ").entries()] == [
-            e.id for e in entries
-        ]
+        assert [e.id for e in await SimpleDLQ(bus, "jobs.DLQ").entries()] == [e.id for e in entries]
 
         replayed: asyncio.Queue[Event] = asyncio.Queue()
 

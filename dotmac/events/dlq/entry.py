@@ -219,7 +219,8 @@ class DLQEntry:
                 data = event.payload
             else:  # decoded already: encode the original (its own headers) again
                 own = {n: v for n, v in event.headers.items() if not h.is_shown(n)}
-                data = (codec or JsonCodec()).encode(_with_headers(event, own))
+                original = _with_headers(event, own, topic=event.headers[h.ORIGINAL_TOPIC])
+                data = (codec or JsonCodec()).encode(original)
             return cls.from_parts(data, shown, key=event.key, position=position, codec=codec)
         return cls._from_wrapper(event, codec, position)
 
@@ -257,9 +258,9 @@ class DLQEntry:
         await bus.publish(self.original_event)
 
 
-def _with_headers(event: Event, headers: dict[str, str]) -> Event:
+def _with_headers(event: Event, headers: dict[str, str], *, topic: str | None = None) -> Event:
     return Event(
-        event.topic,
+        topic or event.topic,
         event.payload,
         event.key,
         headers,

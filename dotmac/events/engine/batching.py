@@ -250,6 +250,8 @@ class BatchSubscription(Subscription):
         except DecodeError as exc:
             await self._handling.dead_letter(delivery, None, exc)
             return None
+        if delivery.headers or event.topic != self.topic:
+            event = self._handling.as_received(delivery, event)
         if delivery.dead_letter_due is not None:
             error, attempts = delivery.dead_letter_due
             await self._handling.dead_letter(delivery, event, error, attempts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -154,10 +155,8 @@ class MessageHandling:
         except DecodeError as exc:
             await self.dead_letter(delivery, None, exc)
             return
-        if delivery.headers:  # a dead letter or a replay: its handler sees those headers
-            shown = shown_headers(delivery.headers)
-            if shown is not None:
-                event = event.with_headers(shown)
+        if delivery.headers or event.topic != self.topic:
+            event = self.as_received(delivery, event)
         if delivery.dead_letter_due is not None:  # its dead-letter publish failed: only retry that
             error, attempts = delivery.dead_letter_due
             await self.dead_letter(delivery, event, error, attempts)
@@ -195,6 +194,18 @@ class MessageHandling:
             if reply_to is not None:
                 await self._reply(event, reply_to, result)
         self._ack(delivery)
+
+    def as_received(self, delivery: Delivery, event: Event) -> Event:
+        """The decoded event as this subscription received it: a dead letter's or replay's
+        transport headers merged into its headers, and ``topic`` naming the topic it was read
+        from (a dead letter's bytes still name its original topic, which its headers keep)."""
+        if delivery.headers:
+            shown = shown_headers(delivery.headers)
+            if shown is not None:
+                event = event.with_headers(shown)
+        if event.topic != self.topic:
+            event = dataclasses.replace(event, topic=self.topic)
+        return event
 
     async def _failed(
         self, delivery: Delivery, event: Event, exc: BaseException, attempt: int

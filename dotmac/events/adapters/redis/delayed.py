@@ -33,6 +33,7 @@ logger = logging.getLogger("dotmac.events.redis")
 
 _BATCH = 500  # events one mover pass moves per topic at most (a pass is one atomic script)
 _ERROR_BACKOFF = ExponentialBackoff(base_ms=100, max_ms=5_000)
+_STOP_GRACE = 2.0  # seconds stop() lets a pass in flight finish
 
 SCHEDULE_SCRIPT = """
 for i = 3, #ARGV do redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i]) end
@@ -130,6 +131,7 @@ class DelayMover:
         self._move = client.register_script(MOVE_SCRIPT)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.moved = 0
 
     def start(self) -> None:
@@ -155,24 +157,36 @@ class DelayMover:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             self._wake.clear()  # before the pass: a poke during it is not lost
             try:
                 wait = await self.move_once()
             except Exception as exc:  # Redis away: the events wait in Redis, nothing is lost
+                if self._stopping:
+                    return
                 failures += 1
                 self._report("delay mover", exc)
-                await asyncio.sleep(_ERROR_BACKOFF.delay(failures))
+                await self._pause(_ERROR_BACKOFF.delay(failures))
                 continue
             failures = 0
             if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._wake.wait()
+                await self._pause(wait)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def stop(self) -> None:
+        """Stop after the pass in flight: cancelling a command mid-way could leave its pooled
+        connection half-used and unreturned; a pass that hangs is cancelled after a bound."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        _, late = await asyncio.wait([task], timeout=_STOP_GRACE)
+        if late:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
