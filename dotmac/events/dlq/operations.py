@@ -13,8 +13,8 @@ once). Markers are kept rather than the entries purged because Kafka cannot dele
 from __future__ import annotations
 
 import asyncio
+import heapq
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -117,12 +117,20 @@ class DeadLetters:
         wrong = isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         if limit is not None and wrong:
             raise ConfigurationError("limit", f"must be an int >= 1 or None, got {limit!r}")
-        newest: deque[DLQEntry] = deque(maxlen=limit)
+        # By failure time, not read order: a Kafka DLQ topic's partitions are read one after
+        # another, so the log's order is not the order the entries were written in.
+        newest: list[tuple[datetime, int, DLQEntry]] = []
+        seen = 0
         async for entry in self.entries(
             error_type=error_type, original_topic=original_topic, since=since, until=until
         ):
-            newest.append(entry)
-        return list(reversed(newest))
+            seen += 1
+            item = (entry.last_failure_at, seen, entry)
+            if limit is None or len(newest) < limit:
+                heapq.heappush(newest, item)
+            else:
+                heapq.heappushpop(newest, item)
+        return [entry for _, _, entry in sorted(newest, reverse=True)]
 
     async def get(self, entry_id: str) -> DLQEntry:
         """The entry at position ``entry_id``.
