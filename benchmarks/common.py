@@ -15,12 +15,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from dotmac.events import Event
 
 __all__ = [
     "Comparison",
+    "Detail",
     "Row",
     "Sample",
     "Settings",
@@ -44,12 +45,16 @@ class Settings:
 
     redis_url: str = ""
     kafka_bootstrap: str = ""
+    cluster_url: str = ""  # redis+cluster://h1:p1,h2:p2,h3:p3
+    nats_url: str = ""
     memory_events: int
     consume_events: int  # Redis consume rows and the hooks rows
     batch_events: int  # publish_many rows
     faststream_events: int  # FastStream consume (it is slow, see its module)
     publish_events: int  # awaited one-at-a-time and 32-task publish rows
     kafka_events: int
+    cluster_events: int  # Redis Cluster consume, publish_many and spread rows
+    nats_events: int  # NATS consume and publish_many rows
     latency_events: int
     latency_rate: float = 1000.0
     held_events: int
@@ -67,10 +72,13 @@ class Row:
     unit: str
     target: tuple[str, float] | None  # (">=", 0.7), ("<=", 1.2), or None: informational
     ratio: Callable[[float, float], float] = operator.truediv  # (ours, baseline) -> ratio
+    better: Literal["higher", "lower"] = "higher"  # for rows without a target
 
     @property
     def higher_is_better(self) -> bool:
-        return self.target is None or self.target[0] == ">="
+        if self.target is None:
+            return self.better == "higher"
+        return self.target[0] == ">="
 
     def meets(self, ratio: float) -> bool | None:
         if self.target is None:
@@ -80,12 +88,26 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Detail:
+    """Figures behind a row that one number cannot carry (how events spread over partitions):
+    ``data`` goes to latest.json, ``lines`` (Markdown) under the table in latest.md."""
+
+    title: str
+    data: dict[str, Any]
+    lines: list[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Comparison:
-    """Two sides measured alternately; both return a value for every row id in ``rows``."""
+    """Two sides measured alternately; both return a value for every row id in ``rows``.
+
+    ``details``, when given, is called once after the last repetition.
+    """
 
     rows: tuple[Row, ...]
     ours: Callable[[], Awaitable[Sample]]
     baseline: Callable[[], Awaitable[Sample]]
+    details: Callable[[], Detail] | None = None
 
 
 def payload(i: int) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Row
+from benchmarks.common import Detail, Row
 
-__all__ = ["Result", "machine", "write_chart", "write_json", "write_markdown"]
+__all__ = ["Brokers", "Result", "machine", "write_chart", "write_json", "write_markdown"]
 
 README_START = "<!-- results:start (written by `make bench`; do not edit by hand) -->"
 README_END = "<!-- results:end -->"
@@ -42,6 +42,16 @@ class Result:
 
     def meets(self) -> bool | None:
         return self.row.meets(statistics.median(self.ratios)) if self.ok else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Brokers:
+    """What each broker of the run was, in words for the report."""
+
+    redis: str
+    cluster: str
+    kafka: str
+    nats: str
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -84,12 +94,12 @@ def _commit() -> str:
     return head.strip() + (" + uncommitted changes under dotmac/" if dirty else "")
 
 
-def machine(redis_version: str, kafka_broker: str, load_at_start: float) -> dict[str, str]:
+def machine(brokers: Brokers, load_at_start: float) -> dict[str, str]:
     """Where the numbers were taken: they only mean something next to this.
 
     The load average says whether other work shared the CPUs (it widens the ranges).
     """
-    packages = ("redis", "hiredis", "aiokafka", "orjson", "faststream")
+    packages = ("redis", "hiredis", "aiokafka", "nats-py", "orjson", "faststream")
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(),
@@ -97,8 +107,10 @@ def machine(redis_version: str, kafka_broker: str, load_at_start: float) -> dict
         "load_average": f"{load_at_start:.2f} at start, {os.getloadavg()[0]:.2f} at end (1 min)",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "os": platform.platform(),
-        "redis_server": redis_version,
-        "kafka_broker": kafka_broker,
+        "redis_server": brokers.redis,
+        "redis_cluster": brokers.cluster,
+        "kafka_broker": brokers.kafka,
+        "nats_server": brokers.nats,
         "packages": ", ".join(f"{p} {_version(p)}" for p in packages),
         "dotmac_commit": _commit(),
     }
@@ -122,7 +134,7 @@ def _ratio_cell(result: Result) -> str:
 
 def _target(row: Row) -> str:
     if row.target is None:
-        return "info"
+        return "info" if row.higher_is_better else "info (lower is better)"
     op, value = row.target
     better = "higher" if op == ">=" else "lower"
     return f"{op} {value:g} ({better} is better)"
@@ -148,18 +160,25 @@ def console_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def markdown(results: list[Result], info: dict[str, str], repeat: int, chart: str | None) -> str:
+def markdown(
+    results: list[Result],
+    info: dict[str, str],
+    repeat: int,
+    chart: str | None,
+    details: list[Detail],
+) -> str:
     lines = [
         f"- date: {info['date']}, {info['seconds']} s for the whole run",
         f"- machine: {info['cpu']}, {info['cores']} cores, load average {info['load_average']}",
         f"- python: {info['python']} on {info['os']}",
-        f"- brokers: redis-server {info['redis_server']}; Kafka: {info['kafka_broker']}",
+        f"- brokers: {info['redis_server']}; Redis Cluster: {info['redis_cluster']}; "
+        f"Kafka: {info['kafka_broker']}; NATS: {info['nats_server']}",
         f"- clients: {info['packages']}",
         f"- dotmac-events: commit {info['dotmac_commit']}",
         "",
         f"Median of {repeat} interleaved repetitions, range (min..max) in brackets. The ratio is "
-        "ours / baseline per repetition; for ev/s rows higher is better, for latency (ms) and "
-        "memory (B) rows lower is better.",
+        "ours / baseline per repetition; for ev/s rows higher is better, for latency (ms), "
+        "memory (B) and spread (x mean) rows lower is better.",
         "",
     ]
     if chart is not None:
@@ -178,6 +197,8 @@ def markdown(results: list[Result], info: dict[str, str], repeat: int, chart: st
             f"| `{r.row.id}` | {r.row.path} | {_cell(r.ours, r.row.unit)} | {r.row.baseline} | "
             f"{_cell(r.baseline, r.row.unit)} | {_ratio_cell(r)} | {_target(r.row)} | {_met(r)} |"
         )
+    for detail in details:
+        lines += ["", f"{detail.title}:", "", *detail.lines]
     return "\n".join(lines) + "\n"
 
 

