@@ -60,6 +60,10 @@ def _being_cancelled() -> bool:
     return task is None or task.cancelling() > 0
 
 
+def _stopping_always() -> bool:
+    return True
+
+
 @contextlib.contextmanager
 def observing(hook: str, topic: str) -> Iterator[None]:
     """Observers must not raise; one that does is logged, and never costs a message."""
@@ -126,8 +130,10 @@ class MessageHandling:
         middleware: Sequence[ConsumeMiddleware] = (),
         reschedule: Reschedule | None = None,
         send_raw: RecordWriter | None = None,
+        stopping: Callable[[], bool] = _stopping_always,
     ) -> None:
         self.topic = topic
+        self._stopping = stopping
         self._reschedule = reschedule
         self._send_raw = send_raw
         self.group = group
@@ -184,9 +190,9 @@ class MessageHandling:
                     result = await self._call(event)
             else:
                 result = await self._call(event)
-        except (Exception, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
-                raise  # close() is stopping this worker
+        except BaseException as exc:
+            if self._ends_the_worker(exc):
+                raise
             await self._failed(delivery, event, exc, attempt)
             return
         if event.headers:
@@ -194,6 +200,24 @@ class MessageHandling:
             if reply_to is not None:
                 await self._reply(event, reply_to, result)
         self._ack(delivery)
+
+    def _ends_the_worker(self, exc: BaseException) -> bool:
+        """True when ``exc`` must stop the worker with its message unacked: KeyboardInterrupt and
+        SystemExit (the process is going down), and a cancellation while the subscription is
+        stopping (``stopping()``: close(), or the loop's shutdown). Anything else is the
+        handler failing on this message, a BaseException subclass or a ``cancel()`` the handler
+        aimed at its own task included: a worker that died of it would leave its lane's keys
+        unhandled for good."""
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            return True
+        if not isinstance(exc, asyncio.CancelledError) or not _being_cancelled():
+            return False
+        if self._stopping():
+            return True
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return False
 
     def as_received(self, delivery: Delivery, event: Event) -> Event:
         """The decoded event as this subscription received it: a dead letter's or replay's

@@ -90,6 +90,7 @@ class ReceiverSubscription(Subscription):
             middleware=middleware,
             reschedule=reschedule,
             send_raw=send_raw,
+            stopping=self._stop_requested,
         )
         self._lanes: list[deque[Delivery]] = [deque() for _ in range(concurrency)]
         self._shared: deque[Delivery] = deque()  # keyless messages, for any idle worker
@@ -223,6 +224,7 @@ class ReceiverSubscription(Subscription):
     async def _work(self, lane: int) -> None:
         own, shared, wake = self._lanes[lane], self._shared, self._wakes[lane]
         process = self._handling.process
+        task = asyncio.current_task()
         while True:
             if own:
                 delivery = own.popleft()
@@ -244,9 +246,30 @@ class ReceiverSubscription(Subscription):
                 self._retry_later(delivery, self._policy.backoff_delay(delivery.count))
             finally:
                 self._running[lane] = None
+            if task is not None and task.cancelling() and not self._stop_requested():
+                await self._absorb_stray_cancel(task)
             if self._refill_due:  # let the fetch task send its read while this lane works on
                 self._refill_due = False
                 await asyncio.sleep(0)
+
+    def _stop_requested(self) -> bool:
+        """Whether a cancellation reaching a worker is a stop: close() sets ``_stopping`` first,
+        and the loop's shutdown cancels every task, the fetch task too. Otherwise it came from
+        a handler cancelling its own task."""
+        if self._stopping or not self._tasks:
+            return True
+        fetch = self._tasks[0]
+        return fetch.done() or fetch.cancelling() > 0
+
+    async def _absorb_stray_cancel(self, task: asyncio.Task[None]) -> None:
+        """A handler called ``cancel()`` on its task and returned before it landed (its message
+        is done): take it here, so it neither stops the lane nor fails the next message."""
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if self._stop_requested():
+                raise
+            task.uncancel()
 
     def _ack(self, delivery: Delivery) -> None:
         finished = self._finished
