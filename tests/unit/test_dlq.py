@@ -26,6 +26,7 @@ from dotmac.events import (
     log_dlq_entry,
     run_consumer,
 )
+from dotmac.events.dlq.headers import REPLAY_ID
 from dotmac.events.testing import wait_until
 
 CODEC = JsonCodec()
@@ -139,7 +140,7 @@ def test_for_failure_records_the_error() -> None:
     assert entry.retry_count == 0
 
 
-async def test_replay_republishes_the_identical_event() -> None:
+async def test_replay_republishes_the_event_marked_as_a_replay() -> None:
     bus = create_memory_bus()
     got: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -149,11 +150,15 @@ async def test_replay_republishes_the_identical_event() -> None:
     try:
         await bus.subscribe("orders", handler)
         original = _original()
-        await _entry(original, CODEC.encode(original)).replay(bus)
-        replayed = await asyncio.wait_for(got.get(), 5)
-        assert replayed == original
-        assert replayed.id == original.id
-        assert replayed.timestamp == original.timestamp
+        entry = _entry(original, CODEC.encode(original))
+        await entry.replay(bus)
+        await entry.replay(bus)
+        first, second = [await asyncio.wait_for(got.get(), 5) for _ in range(2)]
+        replay_ids = {first.headers[REPLAY_ID], second.headers[REPLAY_ID]}
+        assert len(replay_ids) == 2  # each replay its own id
+        assert first == original.with_headers({REPLAY_ID: first.headers[REPLAY_ID]})
+        assert first.id == second.id == original.id
+        assert first.timestamp == original.timestamp
     finally:
         await bus.close()
 

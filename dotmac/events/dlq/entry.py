@@ -9,6 +9,7 @@ read, so old entries can be listed and replayed.
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -246,7 +247,9 @@ class DLQEntry:
         return replace(entry, original_event=_decoded(data, codec or JsonCodec()))
 
     async def replay(self, bus: EventBus) -> None:
-        """Publish the original event again, unchanged (same id), to its original topic.
+        """Publish the original event again (same id) to its original topic, marked with a
+        ``dotmac-replay-id`` header of its own: a broker that drops a repeated event id as a
+        duplicate (NATS JetStream within its duplicate window) tells a replay from a retry by it.
 
         Raises:
             UnsupportedOperation: the original could not be decoded, so it cannot be republished.
@@ -255,7 +258,7 @@ class DLQEntry:
             raise UnsupportedOperation(
                 f"dead letter {self.id} holds undecodable bytes ({self.error}); fix and republish"
             )
-        await bus.publish(self.original_event)
+        await bus.publish(self.original_event.with_headers({h.REPLAY_ID: uuid.uuid4().hex}))
 
 
 def _with_headers(event: Event, headers: dict[str, str], *, topic: str | None = None) -> Event:

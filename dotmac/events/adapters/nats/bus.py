@@ -4,9 +4,13 @@ Wire format (one JetStream message per event, subject ``subject_prefix.<topic>``
 
     payload       the codec's bytes (JsonCodec: the versioned JSON envelope with id, key,
                   timestamp, tenant_id, headers, metadata and payload)
-    Nats-Msg-Id   the event id: the stream stores a retried publish once
+    Nats-Msg-Id   the event id: the stream stores a retried publish once (an event replayed
+                  from a dead letter, marked with ``dotmac-replay-id``, gets
+                  ``<event id>:replay:<replay id>``, so the replay is not dropped as a duplicate)
     Dotmac-Key    the event key, when it has one (so consumers route by key without decoding)
 
+Dead letters and their replays are records written as they are (``send_record``), with their
+transport headers as NATS headers (see ``records.py``).
 One stream per topic keeps stats, limits, purges and reads per topic, and lets an operator
 tune one topic's retention with the ``nats`` CLI without touching the others.
 """
@@ -31,16 +35,20 @@ from dotmac.events.adapters.nats.delayed import DelayMover, delayed_message
 from dotmac.events.adapters.nats.errors import nats_errors, scrub, translate
 from dotmac.events.adapters.nats.publisher import NatsPublisher, Outgoing
 from dotmac.events.adapters.nats.reader import read_stream
-from dotmac.events.adapters.nats.receiver import (
+from dotmac.events.adapters.nats.receiver import PRIVATE_INACTIVE, NatsReceiver
+from dotmac.events.adapters.nats.records import (
     KEY_HEADER,
-    PRIVATE_INACTIVE,
-    NatsReceiver,
+    MSG_ID_HEADER,
+    delete_all,
+    delete_messages,
     key_header_value,
+    record_headers,
 )
 from dotmac.events.adapters.nats.streams import StreamCatalog
 from dotmac.events.adapters.nats_config import NatsConfig
 from dotmac.events.bus import BacklogStats, HealthStatus
 from dotmac.events.codec import Codec
+from dotmac.events.dlq.headers import REPLAY_ID
 from dotmac.events.engine import TransportBus
 from dotmac.events.errors import ConfigurationError
 from dotmac.events.event import Event
@@ -182,7 +190,9 @@ class NatsJetStreamBus(TransportBus):
         config = self.config
         outgoing = []
         for event, data in batch:
-            headers = {"Nats-Msg-Id": str(event.id)}
+            replay = event.headers.get(REPLAY_ID) if event.headers else None
+            msg_id = str(event.id) if replay is None else f"{event.id}:replay:{replay}"
+            headers = {MSG_ID_HEADER: msg_id}
             if event.key is not None:
                 headers[KEY_HEADER] = key_header_value(event.key)
             outgoing.append(Outgoing(event.topic, config.subject(event.topic), data, headers))
@@ -191,6 +201,33 @@ class NatsJetStreamBus(TransportBus):
                 await self._ensure(topic)
             publisher = await self._publisher_ready()
         await publisher.send(outgoing)
+
+    async def _send_raw(
+        self, topic: str, data: bytes, key: str | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Write one record as it is: ``headers`` as NATS headers (see ``records.py``)."""
+        config = self.config
+        item = Outgoing(topic, config.subject(topic), data, record_headers(key, headers))
+        with nats_errors(f"write to {topic}", config.secrets, publish=True):
+            await self._ensure(topic)
+            publisher = await self._publisher_ready()
+        await publisher.send([item])
+
+    async def _delete_records(self, topic: str, positions: Sequence[str]) -> int:
+        """``STREAM.MSG.DELETE`` of each stream sequence; how many the stream held."""
+        self._check_open()
+        catalog = await self._catalog_ready()
+        stream = self.config.stream_name(topic)
+        with nats_errors(f"delete messages of {stream}", self.config.secrets):
+            return await delete_messages(catalog.js, stream, positions)
+
+    async def _delete_all(self, topic: str) -> None:
+        """``STREAM.PURGE``: the stream and its consumers stay."""
+        self._check_open()
+        catalog = await self._catalog_ready()
+        stream = self.config.stream_name(topic)
+        with nats_errors(f"purge {stream}", self.config.secrets):
+            await delete_all(catalog.js, stream)
 
     async def _schedule(self, topic: str, batch: Sequence[tuple[Event, bytes]], due: float) -> None:
         """Hold the events in the delayed stream until ``due`` (see ``delayed.py``)."""

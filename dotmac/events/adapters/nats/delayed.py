@@ -29,7 +29,7 @@ from nats.js import api as js_api
 
 from dotmac.events.adapters.nats.publisher import NatsPublisher, Outgoing
 from dotmac.events.adapters.nats.pull import Puller
-from dotmac.events.adapters.nats.receiver import KEY_HEADER, key_header_value
+from dotmac.events.adapters.nats.records import KEY_HEADER, key_header_value
 from dotmac.events.adapters.nats.streams import StreamCatalog
 from dotmac.events.adapters.nats_config import NatsConfig
 from dotmac.events.event import Event

@@ -20,8 +20,8 @@ from nats.js import api as js_api
 from nats.js import errors as js_errors
 
 from dotmac.events.adapters.nats.errors import nats_errors
-from dotmac.events.adapters.nats.pull import NO_MESSAGES, Puller, ack_subject_parts
-from dotmac.events.adapters.nats.receiver import KEY_HEADER, delivery_of
+from dotmac.events.adapters.nats.pull import NO_MESSAGES, Puller
+from dotmac.events.adapters.nats.receiver import delivery_of
 from dotmac.events.adapters.nats.streams import StreamCatalog
 from dotmac.events.errors import ConfigurationError
 from dotmac.events.transport import LogRecord
@@ -58,16 +58,23 @@ def _consumer_config(since: datetime | str | None) -> js_api.ConsumerConfig:
 
 def _record(msg: Msg) -> LogRecord:
     delivery = delivery_of(msg)
-    headers = msg.headers or {}
-    _, sequence = ack_subject_parts(msg.reply)
     return LogRecord(
-        str(sequence),
+        delivery.message_id,
         msg.data,
         timestamp=msg.metadata.timestamp,
         key=delivery.key,
-        headers=[(str(k), str(v).encode()) for k, v in headers.items() if k != KEY_HEADER],
-        offset=sequence,
+        headers=delivery.headers,
+        offset=delivery.offset,
     )
+
+
+async def _drained(catalog: StreamCatalog, stream: str, consumer: str) -> bool:
+    """Whether the read's consumer has nothing left to deliver. A pull that ends without "no
+    messages" while the read has not reached the stream's last sequence means that message is
+    gone (deleted; ``last_seq`` stays put), or that the pull's end was lost."""
+    with nats_errors(f"read {stream}", catalog.config.secrets):
+        info = await catalog.js.consumer_info(stream, consumer)
+    return not info.num_pending
 
 
 async def read_stream(
@@ -122,12 +129,16 @@ async def read_stream(
                 except TimeoutError:
                     status, msg = "408", None  # the request's end was lost (a reconnect)
                 if msg is None:
-                    if status == NO_MESSAGES and not follow:
+                    if not follow and (
+                        status == NO_MESSAGES or await _drained(catalog, stream, name)
+                    ):
                         return
                     break
                 record = _record(msg)
                 sequence = record.offset or 0
                 if last_wanted is not None and sequence > last_wanted:
+                    return
+                if not follow and sequence > end:
                     return
                 if isinstance(until, datetime) and record.timestamp and record.timestamp >= until:
                     return

@@ -23,21 +23,19 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from dotmac.events.adapters.nats.errors import translate
 from dotmac.events.adapters.nats.pull import CONFLICT, Puller, ack_subject_parts
+from dotmac.events.adapters.nats.records import KEY_HEADER, transport_headers
 from dotmac.events.transport import Delivery
 
-__all__ = ["KEY_HEADER", "PRIVATE_INACTIVE", "NatsReceiver", "delivery_of", "key_header_value"]
+__all__ = ["PRIVATE_INACTIVE", "NatsReceiver", "delivery_of"]
 
 logger = logging.getLogger("dotmac.events.nats")
-
-KEY_HEADER = "Dotmac-Key"
-"""Header holding the event key (percent-encoded where a header cannot hold it)."""
 
 PRIVATE_INACTIVE = 120.0
 """Seconds the server keeps a private subscription's consumer after its last pull."""
@@ -45,13 +43,6 @@ PRIVATE_INACTIVE = 120.0
 _ACK = b"+ACK"
 _NAK = b"-NAK"
 _PROGRESS = b"+WPI"
-
-
-def key_header_value(key: str) -> str:
-    """``key`` as a header value: percent-encoded only where a header cannot hold it as is."""
-    if key.isascii() and key.isprintable() and "%" not in key and key.strip() == key:
-        return key
-    return quote(key, safe="")
 
 
 class _Held:
@@ -65,13 +56,24 @@ class _Held:
 
 
 def delivery_of(msg: Msg) -> Delivery:
-    """The engine's view of a JetStream message; the token is its ack subject."""
+    """The engine's view of a JetStream message; the token is its ack subject, the headers
+    its transport headers (``records.py``)."""
     count, sequence = ack_subject_parts(msg.reply)
     headers = msg.headers
-    key = headers.get(KEY_HEADER) if headers else None
+    if not headers:
+        return Delivery(msg.data, count, str(sequence), None, offset=sequence, token=msg.reply)
+    key = headers.get(KEY_HEADER)
     if key is not None and "%" in key:
         key = unquote(key)
-    return Delivery(msg.data, count, str(sequence), key, offset=sequence, token=msg.reply)
+    return Delivery(
+        msg.data,
+        count,
+        str(sequence),
+        key,
+        offset=sequence,
+        token=msg.reply,
+        headers=transport_headers(headers),
+    )
 
 
 class NatsReceiver:
