@@ -208,7 +208,8 @@ async def describe(s: Settings, kafka_broker: str) -> Brokers:
         await cluster.aclose()
     connection = await nats.connect(s.nats_url)
     try:
-        nats_version = str(connection.connected_server_version)
+        version = connection.connected_server_version
+        nats_version = f"{version.major}.{version.minor}.{version.patch}"
     finally:
         await connection.close()
     return Brokers(
