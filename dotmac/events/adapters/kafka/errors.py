@@ -2,7 +2,8 @@
 
 Every call into aiokafka runs inside :func:`kafka_errors`, so callers never see
 ``aiokafka.errors`` (or the bare OSError/TimeoutError aiokafka lets through). Refused SASL
-credentials and authorization failures become AuthenticationError; every other error carries
+credentials (also when aiokafka's SCRAM client trips over the broker's refusal) and
+authorization failures become AuthenticationError; every other error carries
 ``retryable`` from :func:`is_retriable`: a TLS certificate that is not trusted is not
 retriable, whatever aiokafka's class says. aiokafka reports a bootstrap server it could not
 reach the same way whether its name resolves or not, so that one stays retriable.
@@ -45,9 +46,27 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _in_sasl_exchange(exc: BaseException) -> bool:
+    """An error of aiokafka's own SASL client code, not of the network or the protocol.
+
+    A broker that refuses a SCRAM login inside the exchange (RFC 5802: ``e=unknown-user`` in
+    its final message, as Tansu does, instead of Kafka's SaslAuthenticate error code) makes
+    aiokafka's authenticator fail to parse it, with a bare KeyError or ValueError raised in
+    ``AIOKafkaConnection._do_sasl_handshake``: a refused login all the same."""
+    if isinstance(exc, kafka.KafkaError | OSError | asyncio.TimeoutError):
+        return False
+    frame = exc.__traceback__
+    while frame is not None:
+        code = frame.tb_frame.f_code
+        if code.co_name == "_do_sasl_handshake" and code.co_filename.endswith("conn.py"):
+            return True
+        frame = frame.tb_next
+    return False
+
+
 def is_auth_error(exc: BaseException) -> bool:
     """True when the broker refused our credentials or what they allow."""
-    return any(isinstance(e, _AUTH_ERRORS) for e in _chain(exc))
+    return any(isinstance(e, _AUTH_ERRORS) or _in_sasl_exchange(e) for e in _chain(exc))
 
 
 def _is_misconfigured(exc: BaseException) -> bool:
