@@ -14,8 +14,11 @@ pytestmark = pytest.mark.nats
 
 class TestNatsConformance(ConformanceSuite):
     # Nothing is switched off. A closed consumer NAKs what it held, so the server hands it to
-    # the next pull of the group at once; a dead one's messages move after ack_wait.
-    capabilities = Capabilities(timeout=15.0, handoff_timeout=5.0)
+    # the next pull of the group at once; a dead one's messages move after ack_wait. Dead
+    # letters are deleted one by one (STREAM.MSG.DELETE by sequence) or all (STREAM.PURGE).
+    capabilities = Capabilities(
+        timeout=15.0, handoff_timeout=5.0, delete_records=True, purge_all=True
+    )
 
     @pytest.fixture
     def bus_factory(self, nats_url: str, nats_prefixes: tuple[str, str]) -> BusFactory:

@@ -1,5 +1,6 @@
-"""Interop with a raw nats-py client: it reads what the bus publishes, and the bus reads what it
-publishes (our JSON envelope), dead-lettering foreign bytes; a repeated event id is stored once."""
+"""Interop with a raw nats-py client: it reads what the bus publishes (events, and dead letters as
+the original message plus failure headers), and the bus reads what it publishes (our JSON
+envelope), dead-lettering foreign bytes; a repeated event id is stored once."""
 
 from __future__ import annotations
 
@@ -10,11 +11,20 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js.errors import NotFoundError
 
-from dotmac.events import Event, NatsConfig, create_nats_bus
+from dotmac.events import (
+    ConsumerOptions,
+    DLQEntry,
+    Event,
+    NatsConfig,
+    Reject,
+    create_nats_bus,
+    run_consumer,
+)
 from dotmac.events.adapters.nats import NatsJetStreamBus
 from dotmac.events.codec import JsonCodec
-from dotmac.events.testing import wait_until
+from dotmac.events.dlq import DeadLetters
 
 pytestmark = pytest.mark.nats
 
@@ -62,25 +72,70 @@ async def test_the_bus_reads_what_a_raw_client_publishes(
 ) -> None:
     topic = "payments.settled"
     got: list[Event] = []
-    dead: list[Event] = []
 
     async def handler(event: Event) -> None:
         got.append(event)
 
-    async def on_dead(event: Event) -> None:
-        dead.append(event)
-
     await bus.subscribe(topic, handler, group="g")
-    await bus.subscribe(f"{topic}.DLQ", on_dead, group="dlq")
     js = raw.jetstream()
     subject = bus.config.subject(topic)
     ours = Event(topic, {"amount": 12}, key="acct-9")
     await js.publish(subject, JsonCodec().encode(ours), headers={"Dotmac-Key": "acct-9"})
-    await js.publish(subject, b"not an event at all")
-    await wait_until(lambda: bool(got) and bool(dead), 15, "the event and the dead letter")
+    await js.publish(subject, b"not an event at all", headers={"trace": "t-1"})
+    dead = DeadLetters(bus, f"{topic}.DLQ")
+    entries: list[DLQEntry] = []
+    deadline = asyncio.get_running_loop().time() + 15
+    while not (got and entries):
+        assert asyncio.get_running_loop().time() < deadline, "the event and the dead letter"
+        await asyncio.sleep(0.05)
+        entries = await dead.list()
     assert got[0] == ours and got[0].key == "acct-9"
     assert got[0].delivery is not None and got[0].delivery.count == 1
-    assert dead[0].payload["error_type"] == "DecodeError"
+    (entry,) = entries
+    assert entry.error_type == "DecodeError" and entry.original_topic == topic
+    assert entry.original_data == b"not an event at all" and entry.original_event is None
+    assert entry.original_headers == (("trace", b"t-1"),)  # the server's Nats-* left out
+
+
+async def test_a_raw_client_reads_a_dead_letter_as_the_event_plus_failure_headers(
+    bus: NatsJetStreamBus, raw: Client
+) -> None:
+    topic = "orders.failed"
+
+    async def handler(event: Event) -> None:
+        raise Reject("card declined\nby the bank: 100% sure")
+
+    await run_consumer(bus, topic, handler, ConsumerOptions(max_retries=0), group="billing")
+    original = Event(topic, {"order": 7, "name": "Zoë"}, key="cust 1", headers={"h": "v"})
+    await bus.publish(original)
+    stream = bus.config.stream_name(f"{topic}.DLQ")
+    js = raw.jetstream()
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        try:
+            stored = await js.get_msg(stream, 1)
+            break
+        except NotFoundError:
+            assert asyncio.get_running_loop().time() < deadline, "the dead letter"
+            await asyncio.sleep(0.05)
+    envelope = json.loads(stored.data or b"")  # the original envelope, not a wrapper around it
+    assert envelope["id"] == str(original.id) and envelope["topic"] == topic
+    assert envelope["payload"] == {"order": 7, "name": "Zoë"} and envelope["headers"] == {"h": "v"}
+    assert stored.data == JsonCodec().encode(original)
+    headers = stored.headers or {}
+    assert headers["Dotmac-Key"] == "cust 1"
+    assert headers["kafka_dlt-original-topic"] == topic
+    assert headers["kafka_dlt-original-consumer-group"] == "billing"
+    assert headers["kafka_dlt-exception-fqcn"] == "dotmac.events.errors.Reject"
+    # one line of text: the newline and the % percent-encoded, the rest as it was
+    assert headers["kafka_dlt-exception-message"] == "card declined%0Aby the bank: 100%25 sure"
+    assert headers["dotmac-dlt-attempts"] == "1"
+    assert headers["dotmac-dlt-original-id"] == "1"  # the original's stream sequence
+    assert headers["dotmac-dlt-first-failure-at"] <= headers["dotmac-dlt-last-failure-at"]
+    assert headers["Nats-Msg-Id"] != str(original.id)  # a write of its own, never deduplicated
+    (entry,) = await DeadLetters(bus, f"{topic}.DLQ").list()  # and we read it back exactly
+    assert entry.error == "card declined\nby the bank: 100% sure"
+    assert entry.original_event == original and entry.original_key == "cust 1"
 
 
 async def test_a_repeated_event_id_is_stored_once(bus: NatsJetStreamBus, raw: Client) -> None:

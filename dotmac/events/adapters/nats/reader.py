@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -30,6 +30,7 @@ __all__ = ["read_stream"]
 
 _PAGE = 256
 _READER_INACTIVE = 30.0  # seconds the server keeps a dead reader's consumer
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _sequence(name: str, position: str) -> int:
@@ -56,12 +57,21 @@ def _consumer_config(since: datetime | str | None) -> js_api.ConsumerConfig:
     return config
 
 
+def _stored_at(reply: str) -> datetime:
+    """When the server stored the message, from its ack subject's nanoseconds, rounded down to
+    the microsecond: nats-py's ``metadata.timestamp`` goes through a float and may round up,
+    past the time a ``since=`` read of that very message then starts at."""
+    parts = reply.split(".")
+    nanoseconds = int(parts[7] if len(parts) == 9 else parts[9])
+    return _EPOCH + timedelta(microseconds=nanoseconds // 1000)
+
+
 def _record(msg: Msg) -> LogRecord:
     delivery = delivery_of(msg)
     return LogRecord(
         delivery.message_id,
         msg.data,
-        timestamp=msg.metadata.timestamp,
+        timestamp=_stored_at(msg.reply),
         key=delivery.key,
         headers=delivery.headers,
         offset=delivery.offset,
