@@ -14,6 +14,7 @@ import pytest
 
 from dotmac.events import (
     ConsumerOptions,
+    DLQEntry,
     Event,
     EventBus,
     EventRouter,
@@ -124,13 +125,13 @@ async def test_router_with_a_dataclass_and_a_plain_def_handler(bus: TransportBus
 async def test_invalid_consumed_payload_is_dead_lettered_not_handled(bus: TransportBus) -> None:
     orders = topic("orders")
     handled: list[Any] = []
-    dead: list[dict[str, Any]] = []
+    dead: list[DLQEntry] = []
 
     async def on_order(order: Order) -> None:
         handled.append(order)
 
     async def on_dead(event: Event) -> None:
-        dead.append(event.payload)
+        dead.append(DLQEntry.from_event(event))
 
     await bus.subscribe(f"{orders}.DLQ", on_dead, group="dlq")
     await run_consumer(bus, orders, on_order, FAST, group="billing")
@@ -139,8 +140,8 @@ async def test_invalid_consumed_payload_is_dead_lettered_not_handled(bus: Transp
     await bus.publish(Event(orders, {"id": 3, "total": 1}))
     await wait_until(lambda: len(dead) == 1 and len(handled) == 1, 10)
     assert handled == [Order(id=3, total=1.0)]
-    assert dead[0]["error_type"] == "DecodeError"
-    assert "id" in dead[0]["error"] and "Order" in dead[0]["error"]
+    assert dead[0].error_type == "DecodeError"
+    assert "id" in dead[0].error and "Order" in dead[0].error
 
 
 async def test_registered_schema_guards_plain_event_handlers(bus: TransportBus) -> None:
@@ -208,13 +209,13 @@ async def test_msgspec_invalid_consumed_payload_is_dead_lettered_with_the_field(
 ) -> None:
     invoices = topic("invoices")
     handled: list[Invoice] = []
-    dead: list[dict[str, Any]] = []
+    dead: list[DLQEntry] = []
 
     async def on_invoice(invoice: Invoice) -> None:  # the schema comes from the annotation
         handled.append(invoice)
 
     async def on_dead(event: Event) -> None:
-        dead.append(event.payload)
+        dead.append(DLQEntry.from_event(event))
 
     await bus.subscribe(f"{invoices}.DLQ", on_dead, group="dlq")
     await run_consumer(bus, invoices, on_invoice, FAST, group="billing")
@@ -222,8 +223,8 @@ async def test_msgspec_invalid_consumed_payload_is_dead_lettered_with_the_field(
     await bus.publish(Event(invoices, {"number": 2, "lines": []}))
     await wait_until(lambda: len(dead) == 1 and len(handled) == 1, 20)
     assert handled == [Invoice(number=2, lines=[])]
-    assert dead[0]["error_type"] == "DecodeError"
-    assert "lines[0].qty" in dead[0]["error"] and "Invoice" in dead[0]["error"]
+    assert dead[0].error_type == "DecodeError"
+    assert "lines[0].qty" in dead[0].error and "Invoice" in dead[0].error
 
 
 async def test_a_typed_handler_replies_with_the_dump_of_the_model_it_returns(
