@@ -65,15 +65,9 @@ class TansuServer:
     fault tests can put a proxy in front of it."""
 
     def __init__(
-        self,
-        binary: Path,
-        port: int | None = None,
-        *,
-        advertised_port: int | None = None,
-        extra_args: tuple[str, ...] = (),
+        self, binary: Path, port: int | None = None, *, advertised_port: int | None = None
     ) -> None:
         self.binary = binary
-        self.extra_args = extra_args  # e.g. ("--authentication",)
         self.port = port or free_port()
         self.advertised_port = advertised_port or self.port
         self.process: subprocess.Popen[bytes] | None = None
@@ -84,6 +78,9 @@ class TansuServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Start the broker (again after ``stop()``: same port, empty storage)."""
+        if self._log.closed:
+            self._log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)
         url = f"tcp://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [
@@ -95,7 +92,6 @@ class TansuServer:
                 f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
-                *self.extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -31,10 +31,13 @@ class Outcomes:
     slowest: float = 0.0  # longest single publish call, seconds
     causes: collections.Counter[str] = field(default_factory=collections.Counter)
 
-    async def publish(self, bus: EventBus, event: Event, *, pause: float = 0.05) -> None:
-        """Publish ``event`` until a call returns; each failed call is recorded."""
+    async def publish(
+        self, bus: EventBus, event: Event, *, pause: float = 0.05, attempts: int = 100
+    ) -> None:
+        """Publish ``event`` until a call returns (at most ``attempts`` calls, then the last
+        error is raised); each failed call is recorded."""
         key = str(event.id)
-        while True:
+        for attempt in range(1, attempts + 1):
             started = time.monotonic()
             try:
                 await bus.publish(event)
@@ -43,6 +46,8 @@ class Outcomes:
                 target[key] += 1
                 self.causes[f"{exc.may_have_been_written}: {exc.__cause__!r}"[:120]] += 1
                 self.slowest = max(self.slowest, time.monotonic() - started)
+                if attempt == attempts:
+                    raise
                 await asyncio.sleep(pause)
                 continue
             self.slowest = max(self.slowest, time.monotonic() - started)
