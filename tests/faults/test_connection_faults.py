@@ -207,6 +207,10 @@ async def test_redis_consumer_recovers_when_a_stall_ends(redis_url: str, redis_p
                 redis_prefix,
                 block_ms=100,
                 consumer_timeout=1.0,
+                # A read sent during the stall reaches Redis when it ends, on a connection the
+                # consumer gave up: its entries wait claim_idle_ms, then are claimed.
+                claim_idle_ms=1_000,
+                claim_interval=0.2,
                 reconnect_backoff_base_ms=20,
                 reconnect_backoff_max_ms=200,
             )
