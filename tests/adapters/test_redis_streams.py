@@ -17,6 +17,7 @@ from dotmac.events import (
     Event,
     RedisConfig,
     RedisStreamsBus,
+    create_dlq_consumer,
     create_redis_bus,
     run_consumer,
 )
@@ -86,11 +87,11 @@ async def test_foreign_entry_goes_to_dlq_and_consumer_continues(
     async def handler(event: Event) -> None:
         good.append(event.payload)
 
-    async def on_dead(event: Event) -> None:
-        dead.append(DLQEntry.from_event(event))
+    async def on_dead_entry(entry: DLQEntry) -> None:  # foreign bytes are not events
+        dead.append(entry)
 
     await run_consumer(bus, "mixed", handler, ConsumerOptions(max_retries=1), group="g")
-    await bus.subscribe("mixed.DLQ", on_dead, group="dlq")
+    await create_dlq_consumer(bus, "mixed.DLQ", on_dead_entry, group="dlq")
     await bus.publish(Event("mixed", 1))
     stream = f"{redis_prefix}mixed"
     redis_cli(redis_url, "XADD", stream, "*", "order", "42", "status", "paid")
@@ -278,8 +279,8 @@ async def test_foreign_bytes_never_jam_the_consumer(
     async def handler(event: Event) -> None:
         handled.append(event.payload)
 
-    async def on_dead(event: Event) -> None:
-        dead.append(DLQEntry.from_event(event))
+    async def on_dead_entry(entry: DLQEntry) -> None:  # foreign bytes are not events
+        dead.append(entry)
 
     envelope = json.loads(bus.codec.encode(Event("foreign", 0)))
     wrong_types = json.dumps({**envelope, "id": 12, "headers": ["x"]}).encode()
@@ -292,7 +293,7 @@ async def test_foreign_bytes_never_jam_the_consumer(
         {b"data": b'{"v": 1}'},  # missing fields
     ]
     await run_consumer(bus, "foreign", handler, ConsumerOptions(max_retries=1), group="g")
-    await bus.subscribe("foreign.DLQ", on_dead, group="dlq")
+    await create_dlq_consumer(bus, "foreign.DLQ", on_dead_entry, group="dlq")
     for n, fields in enumerate(foreign):
         await bus.publish(Event("foreign", 2 * n, key=f"k{n % 2}"))
         await raw.xadd(stream, fields)

@@ -223,6 +223,12 @@ class DLQEntry:
                 original = _with_headers(event, own, topic=event.headers[h.ORIGINAL_TOPIC])
                 data = (codec or JsonCodec()).encode(original)
             return cls.from_parts(data, shown, key=event.key, position=position, codec=codec)
+        if isinstance(event.payload, bytes):  # raw bytes of a wrapper event (a transport that
+            # cannot write records with headers still dead-letters in the old format)
+            try:
+                event = (codec or JsonCodec()).decode(event.payload)
+            except DecodeError as exc:
+                raise DecodeError(f"not a dead-letter entry: {exc}") from exc
         return cls._from_wrapper(event, codec, position)
 
     @classmethod

@@ -45,6 +45,17 @@ class _Budget:
         return f" ({left_out} similar lines left out)" if left_out else ""
 
 
+MAX_ERROR_CHARS = 500
+"""Longest error text a failure line carries: a handler's exception message may be huge."""
+
+
+def _shown(error: BaseException) -> str:
+    text = repr(error)
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return f"{text[:MAX_ERROR_CHARS]}... ({len(text)} chars)"
+
+
 class FailureLog:
     """Rate-limited failure lines for one subscription."""
 
@@ -57,23 +68,23 @@ class FailureLog:
     def retrying(self, attempt: int, delay: float, error: BaseException) -> None:
         if self._retries.allow():
             logger.warning(
-                "handler failed on topic %s, group %s, attempt %d; retrying in %.3gs: %r%s",
+                "handler failed on topic %s, group %s, attempt %d; retrying in %.3gs: %s%s",
                 self.topic,
                 self.group,
                 attempt,
                 delay,
-                error,
+                _shown(error),
                 self._retries.left_out(),
             )
 
     def dead_lettered(self, attempts: int, dlq_topic: str, error: BaseException) -> None:
         if self._dead.allow():
             logger.error(
-                "dead-lettered a message of topic %s, group %s, to %s after %d attempt(s): %r%s",
+                "dead-lettered a message of topic %s, group %s, to %s after %d attempt(s): %s%s",
                 self.topic,
                 self.group,
                 dlq_topic,
                 attempts,
-                error,
+                _shown(error),
                 self._dead.left_out(),
             )

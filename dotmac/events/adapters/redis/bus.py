@@ -281,6 +281,9 @@ class RedisStreamsBus(TransportBus):
             raise translate(exc, doing=f"delete {stream}", secrets=self.config.secrets) from exc
 
     async def _close_transport(self) -> None:
+        mover, self._mover = self._mover, None
+        if mover is not None:
+            await mover.stop()
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
             try:
@@ -325,7 +328,12 @@ class RedisStreamsBus(TransportBus):
             )
         started = time.perf_counter()
         try:
-            await self.client.ping()
+            try:
+                await self.client.ping()
+            except redis_errors.ConnectionError:
+                # A pooled connection from before a server restart fails once; the retry
+                # connects afresh, so only a server that is really away reports unhealthy.
+                await self.client.ping()
         except Exception as exc:
             details["error"] = scrub(f"{type(exc).__name__}: {exc}", self.config.secrets)
             healthy = False
@@ -346,14 +354,22 @@ class RedisStreamsBus(TransportBus):
         stuck handler's entry therefore ages although its consumer keeps touching it. Two
         round trips."""
         stream = self.stream_key(topic)
-        try:
+        dlq = self.stream_key(self._stats_dlq_topic(topic, group, dlq_topic))
+
+        async def ask() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             pipe.xlen(stream)
-            pipe.xlen(self.stream_key(self._stats_dlq_topic(topic, group, dlq_topic)))
+            pipe.xlen(dlq)
             if group is not None:
                 pipe.xinfo_groups(stream)
                 pipe.xpending_range(stream, group, min="-", max="+", count=1)
-            replies = await pipe.execute(raise_on_error=False)
+            return await pipe.execute(raise_on_error=False)
+
+        try:
+            try:
+                replies = await ask()
+            except redis_errors.ConnectionError:  # a pooled connection older than a restart
+                replies = await ask()
             for reply in replies[:2]:
                 if isinstance(reply, Exception):
                     raise reply
