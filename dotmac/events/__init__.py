@@ -1,15 +1,22 @@
 """dotmac-events: publish and consume events through one small API on memory, Redis, Kafka or NATS.
 
-Importing this package imports no broker client: ``create_redis_bus``, ``create_kafka_bus`` and
-``create_nats_bus`` load their adapter (and its extra) only when called.
+Importing this package imports no broker client: ``create_redis_bus``, ``create_kafka_bus``,
+``create_nats_bus`` and ``create_redis_cluster_bus`` load their adapter (and its extra) only when
+called.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from dotmac.events.adapters import create_kafka_bus, create_nats_bus, create_redis_bus
+from dotmac.events.adapters import (
+    create_kafka_bus,
+    create_nats_bus,
+    create_redis_bus,
+    create_redis_cluster_bus,
+)
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.adapters.memory import MemoryBus, MemoryConfig, create_memory_bus
 from dotmac.events.adapters.nats_config import NatsConfig
+from dotmac.events.adapters.redis_cluster_config import RedisClusterConfig
 from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import (
@@ -140,6 +147,7 @@ __all__ = [
     "PublishHook",
     "ReadRecord",
     "RedeliverPolicy",
+    "RedisClusterConfig",
     "RedisConfig",
     "Reject",
     "RequestTimeout",
@@ -161,6 +169,7 @@ __all__ = [
     "create_memory_bus",
     "create_nats_bus",
     "create_redis_bus",
+    "create_redis_cluster_bus",
     "event_handler",
     "log_dlq_entry",
     "run_consumer",
