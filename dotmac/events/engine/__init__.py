@@ -1,9 +1,12 @@
 """The engine: the bus contract run once over any transport.
 
-``bus.py`` (TransportBus: publish path, subscribe, request-reply, close) uses
-``subscription.py`` (the consumer loop: fetch, lanes, acks, redelivery, close), which uses
-``handling.py`` (one message: decode, middleware, handler, dead letters, replies). Imports run
-that way only; adapters import :mod:`dotmac.events.transport` and :class:`TransportBus`.
+``bus.py`` (TransportBus: topics, reading the log, request-reply, close) builds on
+``subscribing.py`` (subscribe, patterns, retry topics, batches), which builds on
+``publishing.py`` (publish paths, hooks, schemas, delays, record writes). A subscription's flow
+is ``subscription.py`` (fetch, lanes, acks, redelivery, close), ``batching.py`` or
+``patterns.py``; one message is ``handling.py`` (decode, middleware, handler, dead letters,
+replies). Imports run that way only; adapters import :mod:`dotmac.events.transport` and
+:class:`TransportBus`.
 """
 
 from dotmac.events.engine.bus import TransportBus
