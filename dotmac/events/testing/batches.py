@@ -10,49 +10,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar
 
-import pytest
-
-from dotmac.events.bus import EventBus
-from dotmac.events.codec import Codec, JsonCodec
 from dotmac.events.consumer import ConsumerOptions
 from dotmac.events.dlq import DLQEntry, create_dlq_consumer
-from dotmac.events.errors import BatchFailed, DecodeError
+from dotmac.events.errors import BatchFailed
 from dotmac.events.event import Event
-from dotmac.events.observability.observer import Observer
+from dotmac.events.testing.support import BusFactory, Capabilities, PoisonCodec, wait_until
 
 __all__ = ["BatchConformance"]
 
 
-class _NewBus(Protocol):
-    def __call__(
-        self, *, codec: Codec | None = None, observer: Observer | None = None
-    ) -> Awaitable[EventBus]: ...
-
-
-async def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def _topic(name: str) -> str:
     return f"batches.{name}.{uuid.uuid4().hex[:10]}"
-
-
-class _Unreadable(JsonCodec):
-    """Cannot decode payloads saying ``{"unreadable": true}``."""
-
-    def decode(self, data: bytes) -> Event:
-        event = super().decode(data)
-        if isinstance(event.payload, dict) and event.payload.get("unreadable") is True:
-            raise DecodeError("this payload cannot be read")
-        return event
 
 
 FAST = ConsumerOptions(max_retries=1, backoff_base_ms=10, jitter=False)
@@ -61,9 +31,11 @@ FAST = ConsumerOptions(max_retries=1, backoff_base_ms=10, jitter=False)
 class BatchConformance:
     """``subscribe_batch``: sizes, order, acks, partial and whole failures, dead letters."""
 
-    capabilities: ClassVar[Any]
+    capabilities: ClassVar[Capabilities]
 
-    async def test_batches_arrive_in_order_and_are_acked_together(self, new_bus: _NewBus) -> None:
+    async def test_batches_arrive_in_order_and_are_acked_together(
+        self, new_bus: BusFactory
+    ) -> None:
         bus = await new_bus()
         topic = _topic("order")
         sizes: list[int] = []
@@ -75,12 +47,14 @@ class BatchConformance:
 
         await bus.publish_many([Event(topic, {"n": n}, key="one") for n in range(250)])
         await bus.subscribe_batch(topic, handler, group="g", max_batch_size=100, max_wait_ms=50)
-        await _wait_for(lambda: len(seen) >= 250, self.capabilities.timeout, "250 events")
+        await wait_until(lambda: len(seen) >= 250, self.capabilities.timeout, "250 events")
         await asyncio.sleep(1.5)  # an unacked batch would come back meanwhile (Redis claims)
         assert seen == list(range(250))
         assert max(sizes) <= 100 and max(sizes) > 1, sizes
 
-    async def test_a_partial_failure_retries_only_the_named_events(self, new_bus: _NewBus) -> None:
+    async def test_a_partial_failure_retries_only_the_named_events(
+        self, new_bus: BusFactory
+    ) -> None:
         bus = await new_bus()
         topic = _topic("partial")
         calls: list[tuple[int, int]] = []
@@ -97,16 +71,16 @@ class BatchConformance:
 
         await bus.subscribe_batch(topic, handler, group="g", policy=FAST, max_wait_ms=200)
         await bus.publish_many([Event(topic, {"n": n}) for n in range(12)])
-        await _wait_for(lambda: len(calls) >= 16, self.capabilities.timeout, "16 calls")
+        await wait_until(lambda: len(calls) >= 16, self.capabilities.timeout, "16 calls")
         await asyncio.sleep(1.0)
         counts = Counter(n for n, _ in calls)
         assert counts == Counter({n: 2 if n % 3 == 0 else 1 for n in range(12)}), calls
         assert sorted(c for n, c in calls if n % 3 == 0) == [1] * 4 + [2] * 4
 
     async def test_a_failing_batch_is_retried_whole_then_dead_lettered_event_by_event(
-        self, new_bus: _NewBus
+        self, new_bus: BusFactory
     ) -> None:
-        bus = await new_bus(codec=_Unreadable())
+        bus = await new_bus(codec=PoisonCodec())
         topic = _topic("whole")
         attempts: Counter[int] = Counter()
         dead: list[DLQEntry] = []
@@ -122,8 +96,8 @@ class BatchConformance:
         await create_dlq_consumer(bus, f"{topic}.DLQ", keep, group="dlq")
         await bus.subscribe_batch(topic, handler, group="g", policy=FAST, max_wait_ms=200)
         events = [Event(topic, {"n": n}) for n in range(5)]
-        await bus.publish_many([*events, Event(topic, {"unreadable": True})])
-        await _wait_for(lambda: len(dead) >= 6, self.capabilities.timeout, "6 dead letters")
+        await bus.publish_many([*events, Event(topic, {"poison": True})])
+        await wait_until(lambda: len(dead) >= 6, self.capabilities.timeout, "6 dead letters")
         await asyncio.sleep(0.5)
         assert attempts == Counter({n: 2 for n in range(5)})  # max_retries=1: two calls each
         assert len(dead) == 6

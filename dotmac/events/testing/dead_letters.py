@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar
 
 import pytest
 
 from dotmac.events.bus import EventBus, ReadRecord
-from dotmac.events.codec import Codec
 from dotmac.events.consumer import ConsumerOptions, run_consumer
 from dotmac.events.dlq import DeadLetters
 from dotmac.events.dlq import headers as h
@@ -29,28 +27,13 @@ from dotmac.events.errors import (
     UnsupportedOperation,
 )
 from dotmac.events.event import Event, EventMetadata
-from dotmac.events.observability.observer import Observer
+from dotmac.events.testing.support import BusFactory, Capabilities, wait_until
 
 __all__ = ["DeadLetterConformance"]
 
 
-class _NewBus(Protocol):
-    def __call__(
-        self, *, codec: Codec | None = None, observer: Observer | None = None
-    ) -> Awaitable[EventBus]: ...
-
-
 class PaymentDeclined(Exception):
     """An application error, to see its full class name in the headers."""
-
-
-async def _wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _root() -> str:
@@ -64,7 +47,7 @@ async def _records(bus: EventBus, topic: str) -> list[ReadRecord]:
 class DeadLetterConformance:
     """Dead letters: the record format, and count / list / get / replay / purge."""
 
-    capabilities: ClassVar[Any]
+    capabilities: ClassVar[Capabilities]
 
     async def _fail(self, bus: EventBus, topic: str, errors: dict[int, Exception]) -> None:
         """Subscribe a handler that raises ``errors[payload n]`` (none: handled)."""
@@ -84,11 +67,11 @@ class DeadLetterConformance:
             held[:] = await _records(bus, dlq)
             return len(held) >= count
 
-        await _wait_for(enough, self.capabilities.timeout, f"{count} dead letters on {dlq}")
+        await wait_until(enough, self.capabilities.timeout, f"{count} dead letters on {dlq}")
         return held
 
     async def test_a_dead_letter_is_the_original_record_with_failure_headers(
-        self, new_bus: _NewBus
+        self, new_bus: BusFactory
     ) -> None:
         bus = await new_bus()
         topic = _root()
@@ -126,7 +109,7 @@ class DeadLetterConformance:
         assert entry.id == record.position
 
     async def test_dead_letters_are_counted_listed_and_shown_without_consuming(
-        self, new_bus: _NewBus
+        self, new_bus: BusFactory
     ) -> None:
         bus = await new_bus()
         first, second = _root(), _root()
@@ -166,7 +149,7 @@ class DeadLetterConformance:
         assert await DeadLetters(bus, dlq).count() == 4  # reading consumed nothing
 
     async def test_replay_marks_the_record_and_happens_once_per_entry(
-        self, new_bus: _NewBus
+        self, new_bus: BusFactory
     ) -> None:
         bus = await new_bus()
         topic = _root()
@@ -197,7 +180,7 @@ class DeadLetterConformance:
         async def one() -> bool:
             return len(seen) == 1
 
-        await _wait_for(one, self.capabilities.timeout, "the replayed event")
+        await wait_until(one, self.capabilities.timeout, "the replayed event")
         assert seen[0].id == entries[0].original_event.id if entries[0].original_event else False
         assert seen[0].key == entries[0].original_key
         assert seen[0].headers[h.REPLAYED_FROM] == f"{topic}.DLQ@{entries[0].id}"
@@ -211,7 +194,7 @@ class DeadLetterConformance:
         async def three() -> bool:
             return len(seen) == 3
 
-        await _wait_for(three, self.capabilities.timeout, "three replayed events")
+        await wait_until(three, self.capabilities.timeout, "three replayed events")
         assert sorted(e.payload["n"] for e in seen) == [0, 1, 2]
         assert all(e.replayed_at is not None for e in await view.list())
         with pytest.raises(ConfigurationError, match="rate"):
@@ -219,7 +202,7 @@ class DeadLetterConformance:
         with pytest.raises(ConfigurationError, match="ids"):
             await view.replay(["no-such-entry"])
 
-    async def test_purge(self, new_bus: _NewBus) -> None:
+    async def test_purge(self, new_bus: BusFactory) -> None:
         bus = await new_bus()
         topic = _root()
         await self._fail(bus, topic, {n: Reject("no") for n in range(3)})

@@ -7,42 +7,23 @@ UnsupportedOperation, never deliver early or drop the event.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar
 
 import pytest
 
-from dotmac.events.bus import EventBus
-from dotmac.events.codec import Codec
 from dotmac.events.consumer import ConsumerOptions, run_consumer
 from dotmac.events.errors import ConfigurationError, UnsupportedOperation
 from dotmac.events.event import Event
-from dotmac.events.observability.observer import Observer
+from dotmac.events.testing.support import BusFactory, Capabilities, wait_until
 
 __all__ = ["DelayConformance"]
 
 EARLY_TOLERANCE = 0.02
 """Seconds an arrival may precede its due time and still count as on time: clocks of the
 broker and this process are read at different moments."""
-
-
-class _NewBus(Protocol):
-    def __call__(
-        self, *, codec: Codec | None = None, observer: Observer | None = None
-    ) -> Awaitable[EventBus]: ...
-
-
-async def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def _topic(name: str) -> str:
@@ -52,9 +33,9 @@ def _topic(name: str) -> str:
 class DelayConformance:
     """``publish(delay=..., at=...)`` and ``ConsumerOptions(retry_mode="reschedule")``."""
 
-    capabilities: ClassVar[Any]
+    capabilities: ClassVar[Capabilities]
 
-    async def test_delayed_events_arrive_when_due_not_before(self, new_bus: _NewBus) -> None:
+    async def test_delayed_events_arrive_when_due_not_before(self, new_bus: BusFactory) -> None:
         bus = await new_bus()
         topic = _topic("due")
         arrived: dict[str, tuple[float, Event]] = {}
@@ -74,14 +55,14 @@ class DelayConformance:
         when = datetime.fromtimestamp(due["at"], UTC)
         await bus.publish(Event(topic, {"name": "at"}), at=when)
         await bus.publish(Event(topic, {"name": "now"}))
-        await _wait_for(lambda: len(arrived) == 4, self.capabilities.timeout, "4 events")
+        await wait_until(lambda: len(arrived) == 4, self.capabilities.timeout, "4 events")
         for name, (at, _) in arrived.items():
             assert at >= due[name] - EARLY_TOLERANCE, f"{name} arrived {due[name] - at:.3f}s early"
         later = arrived["later"][1]
         assert later.key == "k" and later.headers["h"] == "1" and later.topic == topic
         assert sorted(arrived, key=lambda n: arrived[n][0]) == ["now", "half", "at", "later"]
 
-    async def test_bad_delays_are_refused(self, new_bus: _NewBus) -> None:
+    async def test_bad_delays_are_refused(self, new_bus: BusFactory) -> None:
         bus = await new_bus()
         event = Event(_topic("bad"), {})
         naive = datetime.now() + timedelta(seconds=5)  # no time zone: the case under test
@@ -89,7 +70,7 @@ class DelayConformance:
             with pytest.raises(ConfigurationError):
                 await bus.publish(event, **kwargs)
 
-    async def test_non_blocking_retries_let_the_stream_flow(self, new_bus: _NewBus) -> None:
+    async def test_non_blocking_retries_let_the_stream_flow(self, new_bus: BusFactory) -> None:
         if not self.capabilities.delays:
             return  # the refusal is tested above
         bus = await new_bus()
@@ -119,18 +100,18 @@ class DelayConformance:
             await bus.publish(Event(topic, {"poison": n}, key="same"))
         for _ in range(50):
             await bus.publish(Event(topic, {"sent": time.time()}, key="same"))
-        await _wait_for(lambda: len(good) == 50, self.capabilities.timeout, "50 good events")
+        await wait_until(lambda: len(good) == 50, self.capabilities.timeout, "50 good events")
         # None of the good events waited out a poison message's backoff.
         assert max(good) < backoff, f"a good event waited {max(good):.2f}s"
         # The retry waits in the broker, in the group's own retry topic.
         assert f"_retry.g.{topic}" in await bus.topics("_retry.**")
-        await _wait_for(
+        await wait_until(
             lambda: len(dead) == 5, 3 * backoff + self.capabilities.timeout, "5 dead letters"
         )
         assert all(counts == [1, 2, 3] for counts in attempts.values()), attempts
         assert sorted(attempts) == [0, 1, 2, 3, 4]
 
-    async def test_reschedule_needs_a_named_group(self, new_bus: _NewBus) -> None:
+    async def test_reschedule_needs_a_named_group(self, new_bus: BusFactory) -> None:
         bus = await new_bus()
 
         async def handler(event: Event) -> None:

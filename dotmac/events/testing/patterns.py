@@ -9,34 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar
 
 import pytest
 
-from dotmac.events.bus import EventBus
-from dotmac.events.codec import Codec
 from dotmac.events.consumer import ConsumerOptions, run_consumer
 from dotmac.events.errors import ConfigurationError, UnsupportedOperation
 from dotmac.events.event import Event
-from dotmac.events.observability.observer import Observer
+from dotmac.events.testing.support import BusFactory, Capabilities, wait_until
 
 __all__ = ["PatternConformance"]
-
-
-class _NewBus(Protocol):
-    def __call__(
-        self, *, codec: Codec | None = None, observer: Observer | None = None
-    ) -> Awaitable[EventBus]: ...
-
-
-async def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def _root() -> str:
@@ -46,9 +28,9 @@ def _root() -> str:
 class PatternConformance:
     """Pattern subscriptions: matching, topics that appear later, dead letters, bad patterns."""
 
-    capabilities: ClassVar[Any]
+    capabilities: ClassVar[Capabilities]
 
-    async def test_pattern_follows_existing_and_new_topics(self, new_bus: _NewBus) -> None:
+    async def test_pattern_follows_existing_and_new_topics(self, new_bus: BusFactory) -> None:
         bus = await new_bus()
         root = _root()
         seen: list[tuple[str, int]] = []
@@ -65,9 +47,9 @@ class PatternConformance:
         await bus.publish(Event(f"{root}.created", {"n": 1}))  # a topic that appears later
         await bus.publish(Event(f"{root}.eu.created", {"n": 2}))  # two segments: not `*`
         await bus.publish(Event(f"other{root}.created", {"n": 3}))
-        await _wait_for(lambda: len(seen) >= 2, self.capabilities.timeout, "2 matching events")
+        await wait_until(lambda: len(seen) >= 2, self.capabilities.timeout, "2 matching events")
         await bus.publish(Event(f"{root}.created", {"n": 4}))  # the joined topic goes on
-        await _wait_for(lambda: len(seen) >= 3, self.capabilities.timeout, "the next event")
+        await wait_until(lambda: len(seen) >= 3, self.capabilities.timeout, "the next event")
         await asyncio.sleep(0.3)
         assert sorted(seen) == [(f"{root}.created", 1), (f"{root}.created", 4), (f"{root}.old", 0)]
         assert sorted(getattr(subscription, "topics", [])) == [f"{root}.created", f"{root}.old"]
@@ -75,7 +57,7 @@ class PatternConformance:
         assert subscription.closed
 
     async def test_double_star_matches_any_depth_but_never_dead_letters(
-        self, new_bus: _NewBus
+        self, new_bus: BusFactory
     ) -> None:
         if not self.capabilities.patterns:
             return  # the refusal is tested above
@@ -93,20 +75,20 @@ class PatternConformance:
         for topic in (root, f"{root}.a", f"{root}.a.b.c"):
             await bus.publish(Event(topic, {}))
         await bus.publish(Event(f"{root}.bad", {"fail": True}))
-        await _wait_for(lambda: len(seen) >= 4, self.capabilities.timeout, "4 events")
+        await wait_until(lambda: len(seen) >= 4, self.capabilities.timeout, "4 events")
         dead: list[Event] = []
 
         async def keep(event: Event) -> None:
             dead.append(event)
 
         await bus.subscribe(f"{root}.bad.DLQ", keep, group="dlq-reader")
-        await _wait_for(lambda: bool(dead), self.capabilities.timeout, "the dead letter")
+        await wait_until(lambda: bool(dead), self.capabilities.timeout, "the dead letter")
         await asyncio.sleep(0.5)
         # The dead letter went to the concrete topic's DLQ and the `**` pattern left it alone.
         assert sorted(seen) == sorted([root, f"{root}.a", f"{root}.a.b.c", f"{root}.bad"])
 
     async def test_private_pattern_subscription_gets_a_new_topic_from_its_first_event(
-        self, new_bus: _NewBus
+        self, new_bus: BusFactory
     ) -> None:
         if not self.capabilities.patterns:
             return
@@ -121,10 +103,10 @@ class PatternConformance:
         await bus.subscribe(f"{root}.*.done", handler)
         for n in range(5):
             await publisher.publish(Event(f"{root}.job.done", {"n": n}, key="k"))
-        await _wait_for(lambda: len(seen) >= 5, self.capabilities.timeout, "5 events")
+        await wait_until(lambda: len(seen) >= 5, self.capabilities.timeout, "5 events")
         assert seen == [0, 1, 2, 3, 4]
 
-    async def test_bad_patterns_are_refused(self, new_bus: _NewBus) -> None:
+    async def test_bad_patterns_are_refused(self, new_bus: BusFactory) -> None:
         bus = await new_bus()
 
         async def handler(event: Event) -> None:
