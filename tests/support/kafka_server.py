@@ -65,9 +65,15 @@ class TansuServer:
     fault tests can put a proxy in front of it."""
 
     def __init__(
-        self, binary: Path, port: int | None = None, *, advertised_port: int | None = None
+        self,
+        binary: Path,
+        port: int | None = None,
+        *,
+        advertised_port: int | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.binary = binary
+        self.extra_args = extra_args  # e.g. ("--authentication",)
         self.port = port or free_port()
         self.advertised_port = advertised_port or self.port
         self.process: subprocess.Popen[bytes] | None = None
@@ -92,6 +98,7 @@ class TansuServer:
                 f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
+                *self.extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
