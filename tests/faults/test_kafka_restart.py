@@ -7,9 +7,10 @@ a bus created after the restart creates the topic again, and its events reach a 
 subscription. What does not: Tansu comes back without the topic yet acknowledges produce
 requests for it, so the events a bus that was running through the restart publishes are
 acknowledged and not stored (measured: a running subscription handled 33 of 150 after one
-restart, none after a second), and the bus, which checks a topic once, does not create it
-again. With Apache Kafka topics survive restarts. The strict xfail below holds that
-measurement until the bus re-checks its topics after a reconnect.
+restart, none after a second, in another run all of them: it depends on when Tansu recreates
+the topic), and the bus, which checks a topic once, does not create it again. With Apache
+Kafka topics survive restarts; on Tansu that outcome is not deterministic, so it is reported,
+not tested.
 """
 
 from __future__ import annotations
@@ -88,34 +89,3 @@ async def test_producer_reconnects_and_new_events_flow_after_two_restarts(
     )
     assert len(recoveries) == 2
     assert len(outcomes.returned) == 70
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="Tansu restarts without the topic and acknowledges produce to it; the running bus "
-    "does not create it again (33 of 150 events handled after one restart)",
-)
-async def test_running_subscription_handles_new_events_after_a_restart(
-    tansu: TansuServer,
-) -> None:
-    topic = unique_topic("restart")
-    outcomes = Outcomes()
-    config = kafka_test_config(tansu.bootstrap, request_timeout_ms=3_000)
-    publisher = create_kafka_bus(config)
-    consumer = create_kafka_bus(config)
-    try:
-        for n in range(20):
-            await outcomes.publish(publisher, Event(topic, n))
-        await consumer.subscribe(topic, outcomes.handle, group="billing")
-        await wait_until(lambda: len(outcomes.handled) == 20, 30, "the events before")
-        await restart(tansu)
-        batch = [Event(topic, f"after: {n}") for n in range(20)]
-        for event in batch:
-            await outcomes.publish(publisher, event, pause=0.2, attempts=50)
-        await wait_until(
-            lambda: all(outcomes.handled[str(e.id)] for e in batch), 10, "the events after"
-        )
-    finally:
-        await publisher.close(timeout=5.0)
-        await consumer.close(timeout=5.0)
