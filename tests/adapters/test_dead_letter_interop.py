@@ -23,6 +23,7 @@ from dotmac.events.adapters.kafka import create_kafka_bus
 from dotmac.events.bus import EventBus
 from dotmac.events.testing.conformance import wait_until
 from tests.support.kafka_helpers import kafka_test_config, unique_topic
+from tests.support.redis_server import redis_cli
 
 
 async def _dead_letter(bus: EventBus, topic: str) -> Event:
@@ -60,6 +61,13 @@ async def test_redis_cli_reads_a_dead_letter_as_the_event_it_was(
         assert fields[b"kafka_dlt-exception-message"] == b"card declined"
         assert fields[b"dotmac-dlt-attempts"] == b"1"
         assert b"dotmac-dlt-last-failure-at" in fields
+        # redis-cli itself: field names and values, one per line, the original JSON among them.
+        shown = redis_cli(redis_url, "--raw", "XRANGE", stream, "-", "+").splitlines()
+        pairs = dict(zip(shown[1::2], shown[2::2], strict=False))
+        assert pairs["kafka_dlt-original-topic"] == "orders"
+        assert pairs["kafka_dlt-exception-message"] == "card declined"
+        assert pairs["key"] == "cust-1"
+        assert orjson.loads(pairs["data"])["payload"] == {"order": 7, "name": "Zoë"}
     finally:
         raw.close()
         await bus.close()

@@ -96,20 +96,27 @@ class DelayConformance:
             dead.append(event)
 
         await bus.subscribe(f"{topic}.DLQ", keep, group="dlq")
-        for n in range(5):  # poison at the head of the stream, one consumer, one lane
+        poison, flowing = 10, 1_000
+        for n in range(poison):  # poison at the head of the stream, one consumer, one lane
             await bus.publish(Event(topic, {"poison": n}, key="same"))
-        for _ in range(50):
+        for _ in range(flowing):
             await bus.publish(Event(topic, {"sent": time.time()}, key="same"))
-        await wait_until(lambda: len(good) == 50, self.capabilities.timeout, "50 good events")
-        # None of the good events waited out a poison message's backoff.
-        assert max(good) < backoff, f"a good event waited {max(good):.2f}s"
+        await wait_until(
+            lambda: len(good) == flowing, self.capabilities.timeout, f"{flowing} good events"
+        )
+        # The good events' latency does not include a poison message's backoff.
+        p99 = sorted(good)[int(0.99 * len(good)) - 1]
+        assert p99 < backoff, f"p99 of the good events {p99:.3f}s includes the backoff"
+        print(f"\n{bus.adapter}: {poison} poison ahead of {flowing} good: good p99 {p99:.4f}s")
         # The retry waits in the broker, in the group's own retry topic.
         assert f"_retry.g.{topic}" in await bus.topics("_retry.**")
         await wait_until(
-            lambda: len(dead) == 5, 3 * backoff + self.capabilities.timeout, "5 dead letters"
+            lambda: len(dead) == poison,
+            3 * backoff + self.capabilities.timeout,
+            f"{poison} dead letters",
         )
         assert all(counts == [1, 2, 3] for counts in attempts.values()), attempts
-        assert sorted(attempts) == [0, 1, 2, 3, 4]
+        assert sorted(attempts) == list(range(poison))
 
     async def test_reschedule_needs_a_named_group(self, new_bus: BusFactory) -> None:
         bus = await new_bus()
