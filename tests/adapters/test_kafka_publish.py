@@ -124,8 +124,9 @@ async def test_an_oversized_record_fails_the_call_and_the_others_land(
         at_limit = Event(topic, "x" * (4096 - overhead))
         with pytest.raises(PublishError, match="MessageSizeTooLarge"):
             await bus.publish_many([Event(topic, 1), at_limit, Event(topic, 3)])
-        with pytest.raises(PublishError, match="MessageSizeTooLarge"):
+        with pytest.raises(PublishError, match="MessageSizeTooLarge") as refused:
             await bus.publish(at_limit)
+        assert refused.value.may_have_been_written is False  # refused: safe to send again
     finally:
         await bus.close(timeout=5.0)
     records = await read_all(kafka_bootstrap, topic, 3)

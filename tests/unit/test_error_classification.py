@@ -200,3 +200,19 @@ def test_bad_config_is_not_retryable(build: object) -> None:
     with pytest.raises(ConfigurationError) as caught:
         build()  # type: ignore[operator]
     assert caught.value.retryable is False
+
+
+def test_kafka_publish_errors_say_whether_the_event_may_be_stored() -> None:
+    from aiokafka import errors as kafka
+
+    from dotmac.events.adapters.kafka.errors import translate
+
+    refused = translate(kafka.NotLeaderForPartitionError(), "publish", publishing=True)
+    timed_out = translate(kafka.RequestTimedOutError(), "publish", publishing=True)
+    lost = translate(kafka.KafkaConnectionError("reset"), "publish", publishing=True)
+    under_replicated = translate(
+        kafka.NotEnoughReplicasAfterAppendError(), "publish", publishing=True
+    )
+    assert isinstance(refused, PublishError) and refused.may_have_been_written is False
+    for unknown in (timed_out, lost, under_replicated):
+        assert isinstance(unknown, PublishError) and unknown.may_have_been_written is True

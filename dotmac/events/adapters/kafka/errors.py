@@ -6,7 +6,9 @@ credentials (also when aiokafka's SCRAM client trips over the broker's refusal) 
 authorization failures become AuthenticationError; every other error carries
 ``retryable`` from :func:`is_retriable`: a TLS certificate that is not trusted is not
 retriable, whatever aiokafka's class says. aiokafka reports a bootstrap server it could not
-reach the same way whether its name resolves or not, so that one stays retriable.
+reach the same way whether its name resolves or not, so that one stays retriable. A
+PublishError says ``may_have_been_written=False`` only where the broker certainly holds
+nothing (:func:`surely_unwritten`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from aiokafka import errors as kafka
 
 from dotmac.events.errors import AuthenticationError, EventBusError, PublishError, TransportError
 
-__all__ = ["is_auth_error", "is_retriable", "kafka_errors", "translate"]
+__all__ = ["is_auth_error", "is_retriable", "kafka_errors", "surely_unwritten", "translate"]
 
 _AUTH_ERRORS = (
     kafka.AuthenticationFailedError,
@@ -85,6 +87,18 @@ def is_retriable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError)
 
 
+def surely_unwritten(exc: BaseException) -> bool:
+    """True when the broker certainly holds nothing of the publish: it answered with an error
+    (a refusal, not a timeout, and not "written but under-replicated"), or no connection was
+    ever made (the host does not resolve, the certificate is not trusted)."""
+    for error in _chain(exc):
+        if isinstance(error, kafka.BrokerResponseError) and not isinstance(
+            error, kafka.RequestTimedOutError | kafka.NotEnoughReplicasAfterAppendError
+        ):
+            return True
+    return _is_misconfigured(exc)
+
+
 def translate(exc: BaseException, doing: str, *, publishing: bool = False) -> EventBusError:
     """Our error for a failure of ``doing``; PublishError when an event was being published."""
     if isinstance(exc, EventBusError):
@@ -97,8 +111,11 @@ def translate(exc: BaseException, doing: str, *, publishing: bool = False) -> Ev
     retryable = is_retriable(exc)
     kind = "retriable" if retryable else "not retriable"
     message = f"kafka: {doing} failed ({kind}): {type(exc).__name__}: {exc}"
-    error_class = PublishError if publishing else TransportError
-    return error_class(message, retryable=retryable)
+    if publishing:
+        return PublishError(
+            message, retryable=retryable, may_have_been_written=not surely_unwritten(exc)
+        )
+    return TransportError(message, retryable=retryable)
 
 
 @contextlib.contextmanager
