@@ -28,7 +28,12 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from dotmac.events.adapters.kafka.attempts import AttemptLog
 from dotmac.events.adapters.kafka.delay import DelayMover, tier_records
-from dotmac.events.adapters.kafka.errors import is_retriable, kafka_errors, translate
+from dotmac.events.adapters.kafka.errors import (
+    is_retriable,
+    kafka_errors,
+    translate,
+    unless_cancelled,
+)
 from dotmac.events.adapters.kafka.reader import read_topic
 from dotmac.events.adapters.kafka.receiver import KafkaReceiver
 from dotmac.events.adapters.kafka.records import (
@@ -509,7 +514,7 @@ class KafkaBus(TransportBus):
                 continue
             try:
                 with kafka_errors(doing):
-                    await stop()
+                    await unless_cancelled(stop())
             except Exception as exc:
                 failure = failure or exc
         if failure is not None:

@@ -17,13 +17,21 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from typing import Any
 
 from aiokafka import errors as kafka
 
 from dotmac.events.errors import AuthenticationError, EventBusError, PublishError, TransportError
 
-__all__ = ["is_auth_error", "is_retriable", "kafka_errors", "surely_unwritten", "translate"]
+__all__ = [
+    "is_auth_error",
+    "is_retriable",
+    "kafka_errors",
+    "surely_unwritten",
+    "translate",
+    "unless_cancelled",
+]
 
 _AUTH_ERRORS = (
     kafka.AuthenticationFailedError,
@@ -127,3 +135,16 @@ def kafka_errors(doing: str, *, publishing: bool = False) -> Iterator[None]:
         raise
     except Exception as exc:  # CancelledError is a BaseException and passes through
         raise translate(exc, doing, publishing=publishing) from exc
+
+
+async def unless_cancelled(call: Awaitable[Any]) -> Any:
+    """Await an aiokafka call that may raise CancelledError on its own: a connection cut while
+    it waited cancels aiokafka's internal future. Unless this task is being cancelled, that is
+    a failure of the call (RuntimeError), not a cancellation of the close that made it."""
+    try:
+        return await call
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise RuntimeError("aiokafka call cancelled by a lost connection") from None

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka
 
 from dotmac.events.adapters.kafka.attempts import AttemptLog
-from dotmac.events.adapters.kafka.errors import kafka_errors
+from dotmac.events.adapters.kafka.errors import kafka_errors, unless_cancelled
 from dotmac.events.adapters.kafka.ledger import PartitionLedger, Slot
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.transport import Delivery
@@ -391,7 +391,7 @@ class KafkaReceiver:
         self._changed.set()
         try:
             if not self._revoking:
-                await self._commit(list(self._ledgers.values()))
+                await unless_cancelled(self._commit(list(self._ledgers.values())))
         except Exception as exc:
             logger.warning(
                 "kafka topic %s, group %s: final commit failed: %r", self.topic, self.group, exc
@@ -401,7 +401,7 @@ class KafkaReceiver:
             if self._on_close is not None:
                 self._on_close(self)
             with kafka_errors(f"consumer stop on {self.topic!r}"):
-                await self._consumer.stop()
+                await unless_cancelled(self._consumer.stop())
 
     # --- introspection for stats() -------------------------------------------------------------
 
