@@ -219,6 +219,9 @@ class DelayMover:
         self._counter = itertools.count()
         self._round = asyncio.Lock()  # a round's produce and commit vs. a rebalance or stop
         self._task: asyncio.Task[None] | None = None
+        # Set while no consumer start is in flight: cancelling one can leak its connection.
+        self._settled = asyncio.Event()
+        self._settled.set()
 
     def start(self) -> None:
         """Run the mover (once): create the tier topics, join the group, forward."""
@@ -230,7 +233,11 @@ class DelayMover:
         while True:
             try:
                 if self._consumer is None:
-                    await self._join()
+                    self._settled.clear()
+                    try:
+                        await self._join()
+                    finally:
+                        self._settled.set()
                 await self._step()
                 failures = 0
             except Exception as exc:  # broker away: records wait in the tiers, nothing is lost
@@ -411,6 +418,7 @@ class DelayMover:
         if task is not None:
             try:
                 async with asyncio.timeout(self._config.close_timeout):
+                    await self._settled.wait()  # a consumer start finishes, then stops cleanly
                     async with self._round:
                         task.cancel()
             except TimeoutError:
