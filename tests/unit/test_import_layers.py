@@ -35,10 +35,8 @@ def _import_graph() -> dict[str, set[str]]:
                     anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
                     base = ".".join([*anchor, base] if base else anchor)
                 targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
-            for target in targets:
-                if target in modules and target != name:
-                    graph[name].add(target)
-                    break  # `from pkg import module` names the module, not also pkg
+            # `from pkg import module` runs pkg's __init__ too: both are edges.
+            graph[name].update(t for t in targets if t in modules and t != name)
     return graph
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from dotmac.events.bus import EventBus, Subscription
-from dotmac.events.codec import JsonCodec
+from dotmac.events.codec import Codec, JsonCodec
 from dotmac.events.dlq.entry import DLQEntry
 from dotmac.events.errors import ConfigurationError, EncodeError
 from dotmac.events.event import Event
@@ -34,6 +34,22 @@ class _RecordBytes(JsonCodec):
         return Event(self._topic, data)
 
 
+@runtime_checkable
+class _RawSubscriber(Protocol):
+    """A bus that subscribes with a codec of the caller's (the engine's TransportBus); named
+    here so this package never imports the engine, which imports it."""
+
+    async def _subscribe_with_codec(
+        self,
+        topic: str,
+        handler: Callable[[Event], Awaitable[Any]],
+        codec: Codec,
+        *,
+        group: str | None,
+        concurrency: int,
+    ) -> Subscription: ...
+
+
 async def create_dlq_consumer(
     bus: EventBus,
     dlq_topic: str,
@@ -49,14 +65,13 @@ async def create_dlq_consumer(
     """
     if not callable(handler):
         raise ConfigurationError("handler", f"must be callable, got {handler!r}")
-    from dotmac.events.engine.bus import TransportBus  # the engine imports this package
 
     async def on_event(event: Event) -> Any:
         # the original read with a plain JsonCodec: an event a validating codec refused is
         # still shown (and can be replayed once the data is fixed)
         return await handler(DLQEntry.from_event(event))
 
-    if not isinstance(bus, TransportBus):
+    if not isinstance(bus, _RawSubscriber):
         return await bus.subscribe(dlq_topic, on_event, group=group, concurrency=concurrency)
     if not isinstance(dlq_topic, str) or not dlq_topic:
         raise ConfigurationError("dlq_topic", f"must be a non-empty str, got {dlq_topic!r}")

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+import dotmac.events.dlq.headers as h
 from dotmac.events.bus import EventBus, ReadRecord
 from dotmac.events.codec import Codec, JsonCodec
-from dotmac.events.dlq import headers as h
 from dotmac.events.errors import DecodeError, UnsupportedOperation
 from dotmac.events.event import Event
 

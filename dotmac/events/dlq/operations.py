@@ -15,20 +15,38 @@ from __future__ import annotations
 import asyncio
 import heapq
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol, runtime_checkable
 
 import orjson
 
+import dotmac.events.dlq.headers as h
 from dotmac.events.bus import EventBus
-from dotmac.events.dlq import headers as h
 from dotmac.events.dlq.entry import DLQEntry
 from dotmac.events.errors import ConfigurationError, DecodeError, UnsupportedOperation
 
-if TYPE_CHECKING:
-    from dotmac.events.engine.bus import TransportBus
+
+@runtime_checkable
+class RecordStore(Protocol):
+    """What replay and purge need of a bus beyond the EventBus contract: writing a record as it
+    is and deleting records. The engine's TransportBus has it (its transports may still refuse
+    with UnsupportedOperation); named here so this package never imports the engine, which
+    imports it."""
+
+    async def send_record(
+        self,
+        topic: str,
+        data: bytes,
+        key: str | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None: ...
+
+    async def _delete_records(self, topic: str, positions: Sequence[str]) -> int: ...
+
+    async def _delete_all(self, topic: str) -> None: ...
+
 
 __all__ = ["DeadLetters", "ReplayReport", "SimpleDLQ", "replay_marker_topic"]
 
@@ -238,10 +256,8 @@ class DeadLetters:
             return {}
         return found
 
-    def _transport(self, doing: str) -> TransportBus:
-        from dotmac.events.engine.bus import TransportBus  # the engine imports this package
-
-        if not isinstance(self.bus, TransportBus):
+    def _transport(self, doing: str) -> RecordStore:
+        if not isinstance(self.bus, RecordStore):
             raise UnsupportedOperation(f"{doing} needs a transport bus, got {type(self.bus)}")
         return self.bus
 

@@ -16,10 +16,10 @@ from typing import ClassVar
 
 import pytest
 
+import dotmac.events.dlq.headers as h
 from dotmac.events.bus import EventBus, ReadRecord
 from dotmac.events.consumer import ConsumerOptions, run_consumer
 from dotmac.events.dlq import DeadLetters
-from dotmac.events.dlq import headers as h
 from dotmac.events.errors import (
     ConfigurationError,
     EventBusError,
