@@ -32,7 +32,7 @@ from typing import Any
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import Subscription
 from dotmac.events.codec import Codec
-from dotmac.events.engine.handling import MessageHandling, observing
+from dotmac.events.engine.handling import MessageHandling, observing, report_error
 from dotmac.events.errors import BatchFailed, DecodeError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
@@ -304,16 +304,7 @@ class BatchSubscription(Subscription):
             self._report("ack", exc)
 
     def _report(self, where: str, error: BaseException) -> None:
-        logger.warning(
-            "%s bus, topic %s, group %s: %s failed: %r",
-            self._adapter,
-            self.topic,
-            self.group,
-            where,
-            error,
-        )
-        with observing("error", self.topic):
-            self._observer.error(self.topic, adapter=self._adapter, where=where, error=error)
+        report_error(self._observer, self._adapter, self.topic, self.group, where, error)
 
     # --- closing -------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ __all__ = [
     "REPLY_TO_HEADER",
     "MessageHandling",
     "observing",
+    "report_error",
 ]
 
 logger = logging.getLogger("dotmac.events")
@@ -108,6 +109,16 @@ def _earlier_attempts(event: Event, delivery: Delivery) -> int:
         except (KeyError, ValueError):
             pass
     return earlier
+
+
+def report_error(
+    observer: Observer, adapter: str, topic: str, group: str, where: str, error: BaseException
+) -> None:
+    """A failure outside a handler (fetch, ack, redeliver, close): logged and given to the
+    observer, whose own failure is logged instead of stopping the subscription."""
+    logger.warning("%s bus, topic %s, group %s: %s failed: %r", adapter, topic, group, where, error)
+    with observing("error", topic):
+        observer.error(topic, adapter=adapter, where=where, error=error)
 
 
 class MessageHandling:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import EventHandler, Subscription
 from dotmac.events.codec import Codec
-from dotmac.events.engine.handling import MessageHandling, observing
+from dotmac.events.engine.handling import MessageHandling, report_error
 from dotmac.events.event import Event
 from dotmac.events.middleware import ConsumeMiddleware
 from dotmac.events.observability.observer import Observer
@@ -315,16 +315,7 @@ class ReceiverSubscription(Subscription):
         self._dispatch([fresh])
 
     def _report(self, where: str, error: BaseException) -> None:
-        logger.warning(
-            "%s bus, topic %s, group %s: %s failed: %r",
-            self._adapter,
-            self.topic,
-            self.group,
-            where,
-            error,
-        )
-        with observing("error", self.topic):
-            self._observer.error(self.topic, adapter=self._adapter, where=where, error=error)
+        report_error(self._observer, self._adapter, self.topic, self.group, where, error)
 
     # --- closing -------------------------------------------------------------------------------
 
