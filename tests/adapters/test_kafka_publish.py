@@ -135,3 +135,23 @@ async def test_an_oversized_record_fails_the_call_and_the_others_land(
         "3",
         "warm-up",
     ]
+
+
+async def test_the_idempotent_producer_works_or_is_refused_clearly(kafka_bootstrap: str) -> None:
+    """``enable_idempotence`` needs a broker that grants producer ids (InitProducerId): Apache
+    Kafka does and the event lands once; Tansu, the broker the suite starts, does not, and the
+    publish fails at once, not retryable, naming the setting, with nothing written."""
+    config = kafka_test_config(kafka_bootstrap, enable_idempotence=True, acks="all")
+    bus = create_kafka_bus(config)
+    topic = unique_topic("idempotent")
+    try:
+        await bus.publish(Event(topic, "once"))
+    except PublishError as refused:
+        assert refused.retryable is False
+        assert refused.may_have_been_written is False
+        assert "enable_idempotence" in str(refused)
+        return
+    finally:
+        await bus.close(timeout=5.0)
+    records = await read_all(kafka_bootstrap, topic, 1)
+    assert [JsonCodec().decode(r.value).payload for r in records] == ["once"]

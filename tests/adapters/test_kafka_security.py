@@ -38,7 +38,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from dotmac.events import AuthenticationError, Event, EventBusError
+from dotmac.events import AuthenticationError, Event, EventBusError, PublishError
 from dotmac.events.adapters.kafka import create_kafka_bus
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from tests.support.kafka_helpers import kafka_test_config, unique_topic
@@ -192,17 +192,12 @@ async def test_tls_round_trip_with_a_trusted_ssl_context(
     assert event.payload == {"secure": True}
 
 
-@pytest.mark.xfail(
-    reason="aiokafka's bootstrap logs the SSLCertVerificationError and raises a bare "
-    "KafkaConnectionError('Unable to bootstrap'), so the cause is lost and the error is "
-    "reported retryable, unlike errors.py's promise for untrusted certificates",
-    strict=True,
-)
 async def test_an_untrusted_certificate_fails_at_once_and_is_not_retryable(
     tls_bootstrap: str,
 ) -> None:
     """Without ``ssl_context`` the bus uses ssl.create_default_context() (the system's CAs),
-    which does not trust the test CA: refused at once, whatever the outcome's class."""
+    which does not trust the test CA: refused at once, not retryable, naming the certificate
+    (aiokafka itself raises a bare "Unable to bootstrap", which reads like a broker down)."""
     config = kafka_test_config(tls_bootstrap, security_protocol="SSL")
     bus = create_kafka_bus(config)
     began = time.monotonic()
@@ -213,6 +208,7 @@ async def test_an_untrusted_certificate_fails_at_once_and_is_not_retryable(
         await bus.close()
     assert time.monotonic() - began < 5
     assert info.value.retryable is False
+    assert isinstance(info.value, PublishError) and info.value.may_have_been_written is False
     assert "certificate" in _chain_text(info.value).lower()
 
 

@@ -312,6 +312,40 @@ async def test_kafka_stalled_publish_fails_within_its_timeouts() -> None:
 
 @pytest.mark.kafka
 @pytest.mark.timeout(120)
+async def test_kafka_stalled_publish_is_not_sent_again_and_is_stored_once() -> None:
+    """A stall longer than ``request_timeout_ms`` and shorter than ``delivery_timeout_ms``:
+    the produce request times out with its bytes held by the proxy, and lands when the stall
+    ends. Sending it again would store a second copy (the bus used to, and its publish then
+    returned having written the event several times), so the publish fails at the request
+    timeout saying the event may have been written, and the topic holds it once."""
+    outcomes = Outcomes()
+    async with tansu_behind_proxy() as (_server, proxy):
+        topic = unique_topic("faults")
+        config = _kafka_config(proxy, request_timeout_ms=1_500, delivery_timeout_ms=10_000)
+        bus = create_kafka_bus(config)
+        consumer = create_kafka_bus(_kafka_config(proxy))
+        stalled, after = Event(topic, "stalled"), Event(topic, "after")
+        try:
+            await outcomes.publish(bus, Event(topic, "before"))
+            proxy.stall()
+            asyncio.get_running_loop().call_later(5.0, proxy.resume)
+            took, error = await timed_publish(bus, stalled)
+            await wait_until(lambda: not proxy.stalled, 10, "the stall to end")
+            await outcomes.publish(bus, after)
+            await consumer.subscribe(topic, outcomes.handle, group="audit")
+            await wait_until(lambda: outcomes.handled[str(after.id)] > 0, 30, "the last event")
+            await asyncio.sleep(1.0)  # a second copy, if any, would be handled by now
+        finally:
+            await bus.close(timeout=5.0)
+            await consumer.close(timeout=5.0)
+    print(f"\nkafka stall 5s: publish failed after {took:.2f}s: {error!r}; {outcomes.report()}")
+    assert isinstance(error, PublishError) and error.may_have_been_written
+    assert took < 1.5 + 1.0  # request_timeout_ms, not the stall's length
+    assert outcomes.handled[str(stalled.id)] == 1
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(120)
 async def test_kafka_consumer_recovers_when_a_stall_ends() -> None:
     outcomes = Outcomes()
     topic = unique_topic("faults")

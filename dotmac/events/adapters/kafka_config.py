@@ -42,11 +42,12 @@ class KafkaConfig:
     ``sasl_mechanism``          ``sasl_mechanism`` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)
     ``sasl_username/password``  ``sasl_plain_username`` / ``sasl_plain_password`` (also SCRAM)
     ``acks``                    ``acks`` (``"all"``, 1 or 0; -1 means ``"all"``)
-    ``retries``                 not an aiokafka parameter. aiokafka retries a failed batch by
-                                itself until ``request_timeout_ms``; when a send still fails with
-                                a retriable error the bus sends it again, at most ``retries``
-                                times and never past ``delivery_timeout_ms`` from the first try
-                                (Java's ``retries`` + ``delivery.timeout.ms``). 0: no resend.
+    ``retries``                 not an aiokafka parameter. aiokafka retries a sent batch by itself
+                                until ``request_timeout_ms``; the bus sends a record again only
+                                where the broker certainly holds nothing of it (refused, or never
+                                sent), at most ``retries`` times, and a publish fails by
+                                ``delivery_timeout_ms`` from the first try whatever happens (Java's
+                                ``retries`` + ``delivery.timeout.ms``). 0: no resend.
     ``compression_type``        ``compression_type`` (snappy, lz4, zstd: ``cramjam``)
     ``batch_size``              ``max_batch_size`` (bytes per partition batch, like Java's
                                 ``batch.size``)
@@ -55,10 +56,10 @@ class KafkaConfig:
 
     ``enable_idempotence`` is off by default: delivery is at-least-once end to end anyway
     (consumers may see a message twice after a crash or rebalance and can dedupe on
-    ``event.id``), a resend by the bus after a failed publish is a new produce that
-    idempotence would not dedupe, and Kafka-protocol brokers without InitProducerId support
-    (Tansu, used in our tests) reject it. Turn it on with Apache Kafka to stop aiokafka's own
-    retries from writing duplicates; it requires ``acks="all"``.
+    ``event.id``), and Kafka-protocol brokers without InitProducerId support (Tansu, used in
+    our tests) refuse it. Turn it on with Apache Kafka to stop aiokafka's own retries of a
+    sent batch from writing duplicates; it requires ``acks="all"``. Either way the bus never
+    sends again a record that may have been written: the PublishError says so instead.
 
     Consumers: ``auto_offset_reset`` is where a named group with no committed offset starts;
     a private group (``subscribe(group=None)``) always starts at the end of the topic. A pattern
@@ -353,6 +354,13 @@ class KafkaConfig:
         parts = raw.split(",") if isinstance(raw, str) else list(raw)
         return [p.strip() for p in parts if isinstance(p, str) and p.strip()]
 
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The context clients connect with: ``ssl_context``, or the system's CAs for an SSL
+        protocol without one; None over plaintext."""
+        if self.ssl_context is None and self.security_protocol in ("SSL", "SASL_SSL"):
+            return ssl.create_default_context()
+        return self.ssl_context
+
     def _common_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_list(),
@@ -361,9 +369,7 @@ class KafkaConfig:
             "retry_backoff_ms": self.retry_backoff_ms,
             "security_protocol": self.security_protocol,
         }
-        context = self.ssl_context
-        if context is None and self.security_protocol in ("SSL", "SASL_SSL"):
-            context = ssl.create_default_context()
+        context = self.tls_context()
         if context is not None:
             kwargs["ssl_context"] = context
         if self.security_protocol.startswith("SASL"):

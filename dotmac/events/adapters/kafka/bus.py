@@ -16,21 +16,24 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from dotmac.events.adapters.kafka.attempts import AttemptLog
+from dotmac.events.adapters.kafka.bootstrap import start_client
 from dotmac.events.adapters.kafka.delay import DelayMover, tier_records
 from dotmac.events.adapters.kafka.errors import (
     is_retriable,
     kafka_errors,
+    surely_unwritten,
     translate,
     unless_cancelled,
 )
@@ -63,6 +66,38 @@ _COMPRESSION_LIBS = {"gzip": has_gzip, "snappy": has_snappy, "lz4": has_lz4, "zs
 _PARTITIONER = DefaultPartitioner()  # the producer's own: producer_kwargs() sets no partitioner
 
 _Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """Why a record was not acknowledged; ``left``: it was queued to go to the broker (so
+    it may be stored), not refused before that."""
+
+    error: BaseException
+    left: bool = True
+
+    @property
+    def maybe_written(self) -> bool:
+        return self.left and not surely_unwritten(self.error)
+
+    @property
+    def resendable(self) -> bool:
+        """Sending it again can succeed and cannot store a second copy."""
+        return is_retriable(self.error) and not self.maybe_written
+
+
+async def _delivered(delivery: asyncio.Future[Any], deadline: float) -> _Failure | None:
+    """Wait for aiokafka's delivery future until ``deadline`` (loop time). It is not
+    cancelled on timeout: the idempotent producer retries a batch without end, and the record
+    may still be stored, which the error says."""
+    remaining = deadline - asyncio.get_running_loop().time()
+    done, _ = await asyncio.wait([delivery], timeout=max(remaining, 0.0))
+    if not done:
+        return _Failure(KafkaTimeoutError("no acknowledgement within delivery_timeout_ms"))
+    if delivery.cancelled():
+        return _Failure(asyncio.CancelledError())
+    error = delivery.exception()
+    return None if error is None else _Failure(error)
 
 
 def kafka_headers(event: Event) -> list[tuple[str, bytes]]:
@@ -134,9 +169,12 @@ class KafkaBus(TransportBus):
             async with self._get_lock():
                 if self._producer is None:
                     producer = AIOKafkaProducer(**self.config.producer_kwargs())
-                    with kafka_errors("producer start", publishing=True):
+                    doing = "producer start"
+                    if self.config.enable_idempotence:
+                        doing += " with enable_idempotence (the broker must grant a producer id)"
+                    with kafka_errors(doing, publishing=True):
                         try:
-                            await producer.start()
+                            await start_client(producer, self.config)
                         except BaseException:
                             await producer.stop()
                             raise
@@ -150,7 +188,7 @@ class KafkaBus(TransportBus):
                     admin = AIOKafkaAdminClient(**self.config.admin_kwargs())
                     with kafka_errors("admin client start"):
                         try:
-                            await admin.start()
+                            await start_client(admin, self.config)
                         except BaseException:
                             await admin.close()
                             raise
@@ -165,7 +203,7 @@ class KafkaBus(TransportBus):
                         **self.config.consumer_kwargs(group=None, private=True)
                     )
                     with kafka_errors("offsets consumer start"):
-                        await consumer.start()
+                        await start_client(consumer, self.config)
                     self._offsets = consumer
         return self._offsets
 
@@ -219,8 +257,12 @@ class KafkaBus(TransportBus):
         )
 
     async def _send_records(self, records: list[_Record]) -> None:
-        """Produce records to their topics (checked and created first), sending failed ones
-        again as ``retries`` and ``delivery_timeout_ms`` allow; PublishError if some fail."""
+        """Produce records to their topics (checked and created first); PublishError if some
+        fail. aiokafka retries a sent batch itself (deduplicated by the broker with
+        ``enable_idempotence``); the bus sends a record again only where the broker certainly
+        holds nothing of it, at most ``retries`` times, within ``delivery_timeout_ms``. A record
+        that may have been written is never sent again here: a second produce would be a
+        second copy, which not even the idempotent producer removes."""
         producer = self._producer
         if producer is None or any(record[0] not in self._topics for record in records):
             producer = await self._ready_to_send({record[0] for record in records})
@@ -230,26 +272,29 @@ class KafkaBus(TransportBus):
         resends = 0
         while True:
             if len(records) == 1:
-                errors = [await self._send_record(producer, records[0])]
+                outcomes = [await self._send_record(producer, records[0], deadline)]
             else:
-                errors = await self._send_batches(producer, records)
+                outcomes = await self._send_batches(producer, records, deadline)
             failed = [
-                (record, err)
-                for record, err in zip(records, errors, strict=True)
-                if err is not None
+                (record, outcome)
+                for record, outcome in zip(records, outcomes, strict=True)
+                if outcome is not None
             ]
             if not failed:
                 return
-            error = failed[0][1]
             backoff = config.retry_backoff_ms / 1000
             if (
-                resends >= config.retries
-                or not all(is_retriable(err) for _, err in failed)
+                not all(failure.resendable for _, failure in failed)
+                or resends >= config.retries
                 or loop.time() + backoff >= deadline
             ):
+                failure = next((f for _, f in failed if f.maybe_written), failed[0][1])
                 raise translate(
-                    error, f"publish of {len(failed)} event(s)", publishing=True
-                ) from error
+                    failure.error,
+                    f"publish of {len(failed)} event(s)",
+                    publishing=True,
+                    left=failure.left,
+                ) from failure.error
             resends += 1
             records = [record for record, _ in failed]
             await asyncio.sleep(backoff)
@@ -262,37 +307,41 @@ class KafkaBus(TransportBus):
                 raise PublishError(
                     f"kafka: {topic!r} is not a valid topic name ([A-Za-z0-9._-]{{1,249}})",
                     retryable=False,
+                    may_have_been_written=False,
                 )
             try:
                 await self._ensure_topic(topic)
             except AuthenticationError:
                 raise
-            except TransportError as exc:
-                raise PublishError(str(exc), retryable=exc.retryable) from exc
+            except TransportError as exc:  # nothing was produced yet
+                raise PublishError(
+                    str(exc), retryable=exc.retryable, may_have_been_written=False
+                ) from exc
         return await self._get_producer()
 
     @staticmethod
-    async def _send_record(producer: AIOKafkaProducer, record: _Record) -> BaseException | None:
+    async def _send_record(
+        producer: AIOKafkaProducer, record: _Record, deadline: float
+    ) -> _Failure | None:
         """One record through ``send``: it joins the batch aiokafka is lingering on, and only
-        its own delivery is awaited."""
+        its own delivery is awaited, until ``deadline`` (loop time)."""
         topic, key, value, headers = record
         try:
             delivery = await producer.send(topic, value, key=key, headers=headers)
-            await delivery
-        except Exception as exc:
-            return exc
-        return None
+        except Exception as exc:  # refused or no metadata: never queued
+            return _Failure(exc, left=False)
+        return await _delivered(delivery, deadline)
 
     async def _send_batches(
-        self, producer: AIOKafkaProducer, records: Sequence[_Record]
-    ) -> list[BaseException | None]:
+        self, producer: AIOKafkaProducer, records: Sequence[_Record], deadline: float
+    ) -> list[_Failure | None]:
         """Many records as closed batches, one chain per partition, in order: the batch is
         already formed, so it goes out without waiting ``linger_ms`` (what Java's ``flush()``
         does). Partitions are chosen as ``send`` would choose them (the same partitioner over
         the same metadata), so a key lands where its single publishes land. Then every batch's
-        delivery is awaited at once. One outcome per record, in order."""
+        delivery is awaited at once, until ``deadline``. One outcome per record, in order."""
         limit = self.config.max_request_size
-        outcomes: list[BaseException | None] = [None] * len(records)
+        outcomes: list[_Failure | None] = [None] * len(records)
         chains: dict[tuple[str, int], list[Any]] = {}  # aiokafka BatchBuilders
         placed: list[tuple[str, int, int] | None] = []
         partitions: dict[str, tuple[list[int], list[int]]] = {}
@@ -300,8 +349,11 @@ class KafkaBus(TransportBus):
         for i, (topic, key, value, headers) in enumerate(records):
             size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
             if size > limit:
-                outcomes[i] = MessageSizeTooLargeError(
-                    f"the record is {size} bytes, above max_request_size ({limit})"
+                outcomes[i] = _Failure(
+                    MessageSizeTooLargeError(
+                        f"the record is {size} bytes, above max_request_size ({limit})"
+                    ),
+                    left=False,
                 )
                 placed.append(None)
                 continue
@@ -312,7 +364,7 @@ class KafkaBus(TransportBus):
                     try:
                         known = partitions[topic] = await self._partitions(producer, topic)
                     except Exception as exc:  # no metadata in time: retriable, like send()'s
-                        outcomes[i] = exc
+                        outcomes[i] = _Failure(exc, left=False)
                         placed.append(None)
                         continue
                 partition = _PARTITIONER(key, *known)
@@ -337,21 +389,17 @@ class KafkaBus(TransportBus):
                     deliveries[topic, partition, n] = await producer.send_batch(
                         builder, topic, partition=partition
                     )
-                except Exception as exc:
-                    deliveries[topic, partition, n] = exc
-        waiting = [d for d in deliveries.values() if not isinstance(d, BaseException)]
-        if waiting:
-            await asyncio.wait(waiting)
+                except Exception as exc:  # never queued
+                    deliveries[topic, partition, n] = _Failure(exc, left=False)
+        ends = {
+            where: await _delivered(delivery, deadline)
+            for where, delivery in deliveries.items()
+            if not isinstance(delivery, _Failure)
+        }
         for i, where in enumerate(placed):
-            if where is None:
-                continue
-            delivery = deliveries[where]
-            if isinstance(delivery, BaseException):
-                outcomes[i] = delivery
-            elif delivery.cancelled():
-                outcomes[i] = asyncio.CancelledError()
-            else:
-                outcomes[i] = delivery.exception()
+            if where is not None:
+                delivery = deliveries[where]
+                outcomes[i] = delivery if isinstance(delivery, _Failure) else ends[where]
         return outcomes
 
     @staticmethod

@@ -56,6 +56,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from dotmac.events.adapters.kafka.bootstrap import start_client
 from dotmac.events.adapters.kafka.errors import kafka_errors
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.backoff import ExponentialBackoff
@@ -262,7 +263,7 @@ class DelayMover:
         consumer = AIOKafkaConsumer(**options)
         with kafka_errors("delay mover start"):
             try:
-                await consumer.start()
+                await start_client(consumer, self._config)
                 consumer.subscribe(self._topics, listener=_Listener(self))
             except BaseException:
                 await consumer.stop()

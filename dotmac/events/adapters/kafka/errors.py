@@ -107,8 +107,12 @@ def surely_unwritten(exc: BaseException) -> bool:
     return _is_misconfigured(exc)
 
 
-def translate(exc: BaseException, doing: str, *, publishing: bool = False) -> EventBusError:
-    """Our error for a failure of ``doing``; PublishError when an event was being published."""
+def translate(
+    exc: BaseException, doing: str, *, publishing: bool = False, left: bool = True
+) -> EventBusError:
+    """Our error for a failure of ``doing``; PublishError when an event was being published.
+    ``left=False``: the record never left this process (refused before it was queued), so the
+    broker holds nothing of it whatever the error."""
     if isinstance(exc, EventBusError):
         return exc
     if is_auth_error(exc):
@@ -121,7 +125,9 @@ def translate(exc: BaseException, doing: str, *, publishing: bool = False) -> Ev
     message = f"kafka: {doing} failed ({kind}): {type(exc).__name__}: {exc}"
     if publishing:
         return PublishError(
-            message, retryable=retryable, may_have_been_written=not surely_unwritten(exc)
+            message,
+            retryable=retryable,
+            may_have_been_written=left and not surely_unwritten(exc),
         )
     return TransportError(message, retryable=retryable)
 

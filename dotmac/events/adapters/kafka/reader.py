@@ -21,6 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from dotmac.events.adapters.kafka.bootstrap import start_client
 from dotmac.events.adapters.kafka.errors import kafka_errors
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.errors import ConfigurationError
@@ -96,7 +97,7 @@ async def read_topic(
     last = _positions("until", until) if isinstance(until, str) else None
     consumer = AIOKafkaConsumer(**config.consumer_kwargs(group=None, private=True))
     with kafka_errors(f"reader start on {topic!r}"):
-        await consumer.start()
+        await start_client(consumer, config)
     try:
         with kafka_errors(f"read of {topic!r}"):
             if follow:
