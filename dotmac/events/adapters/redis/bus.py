@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from typing import Any
@@ -21,18 +20,21 @@ from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from dotmac.events.adapters.redis.backlog import ask_backlog, stream_backlogs, summed
+from dotmac.events.adapters.redis.consumers import ConsumerNames
 from dotmac.events.adapters.redis.delayed import DelayMover, schedule
-from dotmac.events.adapters.redis.errors import scrub, translate
+from dotmac.events.adapters.redis.errors import translate
 from dotmac.events.adapters.redis.publisher import RedisPublisher
 from dotmac.events.adapters.redis.reader import read_stream
-from dotmac.events.adapters.redis.receiver import RedisReceiver, held_time_key
+from dotmac.events.adapters.redis.receiver import RedisReceiver
 from dotmac.events.adapters.redis.records import delete_all, delete_entries, write_record
-from dotmac.events.adapters.redis_config import RedisConfig, default_consumer_name
+from dotmac.events.adapters.redis.reporting import Reporter
+from dotmac.events.adapters.redis_config import RedisConfig
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import BacklogStats, HealthStatus
 from dotmac.events.codec import Codec
 from dotmac.events.engine import TransportBus
-from dotmac.events.errors import ConfigurationError, TransportError
+from dotmac.events.errors import ConfigurationError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
 from dotmac.events.transport import LogRecord, Receiver
@@ -124,14 +126,21 @@ class RedisStreamsBus(TransportBus):
         )
         self._client = client
         self._owns_client = client is None
-        self._consumers: dict[tuple[str, str], int] = {}
+        self._consumer_names = ConsumerNames(self.config.consumer_name)
         self._publish_backoff = ExponentialBackoff(
             base_ms=self.config.reconnect_backoff_base_ms,
             max_ms=self.config.reconnect_backoff_max_ms,
             jitter=True,
         )
         self._publisher: RedisPublisher | None = None
-        self.lost_to_trimming = 0
+        self._reporter = Reporter(
+            self.observer,
+            adapter=self.adapter,
+            logger=logger,
+            label="redis",
+            target=self.config.describe_target() if client is None else "shared client",
+            secrets=self.config.secrets,
+        )
         self.pattern_refresh = self.config.pattern_refresh
         self._mover: DelayMover | None = None
 
@@ -141,6 +150,11 @@ class RedisStreamsBus(TransportBus):
         if self._client is None:
             self._client = _build_client(self.config)
         return self._client
+
+    @property
+    def lost_to_trimming(self) -> int:
+        """Pending entries trimmed from a stream before they were handled, since the start."""
+        return self._reporter.lost_to_trimming
 
     def stream_key(self, topic: str) -> str:
         """The Redis key of ``topic``'s stream."""
@@ -203,7 +217,7 @@ class RedisStreamsBus(TransportBus):
                 prefix=self.config.key_prefix,
                 max_stream_length=self.config.max_stream_length,
                 poll_interval=self.config.delay_poll_interval,
-                report=functools.partial(self._report, "_delayed"),
+                report=functools.partial(self._reporter.failure, "_delayed"),
             )
             self._mover.start()
         return self._mover
@@ -221,11 +235,11 @@ class RedisStreamsBus(TransportBus):
             topic=topic,
             stream=stream,
             group=group,
-            consumer=self._consumer_name(stream, group),
+            consumer=self._consumer_names.take(stream, group),
             private=private,
             start_id=start,
-            report=functools.partial(self._report, topic),
-            on_trimmed=functools.partial(self._lost_to_trimming, topic, stream, group),
+            report=functools.partial(self._reporter.failure, topic),
+            on_trimmed=functools.partial(self._reporter.trimmed, topic, group, stream),
         )
         await receiver.open()
         return receiver
@@ -263,13 +277,6 @@ class RedisStreamsBus(TransportBus):
             backoff=self._publish_backoff,
         )
 
-    def _consumer_name(self, stream: str, group: str) -> str:
-        base = self.config.consumer_name
-        if base is None:
-            return default_consumer_name()
-        n = self._consumers[stream, group] = self._consumers.get((stream, group), 0) + 1
-        return base if n == 1 else f"{base}-{n}"
-
     def _prefetch(self, concurrency: int) -> int:
         return max(self.config.prefetch_count, concurrency)
 
@@ -296,73 +303,32 @@ class RedisStreamsBus(TransportBus):
             except Exception as exc:
                 logger.warning("redis: closing the connection pool failed: %r", exc)
 
-    # --- reporting (used by receivers) -----------------------------------------------------
-
-    def _report(self, topic: str, where: str, error: BaseException) -> None:
-        logger.warning("redis bus, topic %s: %s failed: %s", topic, where, error)
-        self.observer.error(topic, adapter=self.adapter, where=where, error=error)
-
-    def _lost_to_trimming(self, topic: str, stream: str, group: str, ids: list[str]) -> None:
-        self.lost_to_trimming += len(ids)
-        error = TransportError(
-            f"{len(ids)} pending entr{'y' if len(ids) == 1 else 'ies'} of stream {stream!r} "
-            f"(group {group!r}) trimmed before being handled: {', '.join(ids[:20])}; "
-            f"raise max_stream_length above the pending backlog"
-        )
-        logger.error("redis: %s", error)
-        self.observer.error(topic, adapter=self.adapter, where="trimmed", error=error)
-
     # --- inspection --------------------------------------------------------------------------
 
     async def health(self) -> HealthStatus:
-        details: dict[str, Any] = {
-            "target": self.config.describe_target() if self._owns_client else "shared client",
-            "lost_to_trimming": self.lost_to_trimming,
-        }
-        if self.closed:
-            return HealthStatus(
-                healthy=False,
-                adapter=self.adapter,
-                latency_ms=0.0,
-                details={**details, "error": "bus is closed"},
-            )
-        started = time.perf_counter()
+        return await self._reporter.health(self._ping, closed=self.closed)
+
+    async def _ping(self, details: dict[str, Any]) -> None:
         try:
-            try:
-                await self.client.ping()
-            except redis_errors.ConnectionError:
-                # A pooled connection from before a server restart fails once; the retry
-                # connects afresh, so only a server that is really away reports unhealthy.
-                await self.client.ping()
-        except Exception as exc:
-            details["error"] = scrub(f"{type(exc).__name__}: {exc}", self.config.secrets)
-            healthy = False
-        else:
-            healthy = True
-        latency = (time.perf_counter() - started) * 1000
-        return HealthStatus(
-            healthy=healthy, adapter=self.adapter, latency_ms=latency, details=details
-        )
+            await self.client.ping()
+        except redis_errors.ConnectionError:
+            # A pooled connection from before a server restart fails once; the retry
+            # connects afresh, so only a server that is really away reports unhealthy.
+            await self.client.ping()
 
     async def stats(
         self, topic: str, group: str | None = None, *, dlq_topic: str | None = None
     ) -> BacklogStats:
         """``XLEN``, the group's ``lag`` and ``pending`` from ``XINFO GROUPS``, the DLQ's
-        ``XLEN``, and the age of the group's oldest pending entry (the lowest id in ``XPENDING``:
-        entries are first delivered in id order) since its first delivery: its idle time plus
-        the idle time heartbeats, retries and claims erased (the receiver's held-time hash). A
-        stuck handler's entry therefore ages although its consumer keeps touching it. Two
-        round trips."""
+        ``XLEN``, and the age of the group's oldest pending entry since its first delivery
+        (see ``backlog.py``). Two round trips."""
         stream = self.stream_key(topic)
         dlq = self.stream_key(self._stats_dlq_topic(topic, group, dlq_topic))
 
         async def ask() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            pipe.xlen(stream)
+            ask_backlog(pipe, stream, group)
             pipe.xlen(dlq)
-            if group is not None:
-                pipe.xinfo_groups(stream)
-                pipe.xpending_range(stream, group, min="-", max="+", count=1)
             return await pipe.execute(raise_on_error=False)
 
         try:
@@ -370,46 +336,13 @@ class RedisStreamsBus(TransportBus):
                 replies = await ask()
             except redis_errors.ConnectionError:  # a pooled connection older than a restart
                 replies = await ask()
-            for reply in replies[:2]:
-                if isinstance(reply, Exception):
-                    raise reply
-            info = self._group_info(replies[2], group) if group is not None else None
-            oldest = None
-            if group is not None and info is not None and int(info.get("pending") or 0) > 0:
-                first = replies[3]
-                if isinstance(first, Exception):
-                    raise first
-                if first:
-                    entry = first[0]
-                    carried = await self.client.hget(
-                        held_time_key(stream, group), entry["message_id"]
-                    )
-                    idle = int(entry["time_since_delivered"]) + int(carried or 0)
-                    oldest = max(idle, 0) / 1000
+            depth = replies.pop()
+            if isinstance(depth, Exception):
+                raise depth
+            figures = await stream_backlogs(self.client, [stream], group, replies)
         except Exception as exc:
             raise translate(exc, doing=f"stats of {stream}", secrets=self.config.secrets) from exc
-        lag = info.get("lag") if info is not None else None
-        return BacklogStats(
-            topic=topic,
-            group=group,
-            length=int(replies[0]),
-            lag=None if lag is None else int(lag),
-            pending=None if info is None else int(info["pending"]),
-            oldest_pending_age=oldest,
-            dlq_depth=int(replies[1]),
-        )
-
-    @staticmethod
-    def _group_info(reply: Any, group: str | None) -> dict[str, Any] | None:
-        if isinstance(reply, redis_errors.ResponseError):  # no such stream yet
-            return None
-        if isinstance(reply, Exception):
-            raise reply
-        for info in reply:
-            name = info.get("name")
-            if (name.decode() if isinstance(name, bytes) else name) == group:
-                return dict(info)
-        return None
+        return summed(topic, group, figures, int(depth))
 
 
 def create_redis_bus(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -20,21 +19,23 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from dotmac.events.adapters.redis.errors import scrub, translate
+from dotmac.events.adapters.redis.backlog import summed
+from dotmac.events.adapters.redis.consumers import ConsumerNames
+from dotmac.events.adapters.redis.errors import translate
 from dotmac.events.adapters.redis.records import delete_all, write_record
+from dotmac.events.adapters.redis.reporting import Reporter
 from dotmac.events.adapters.redis_cluster.delayed import ClusterDelayMover, schedule
 from dotmac.events.adapters.redis_cluster.partitions import PartitionMap, topic_of_key
 from dotmac.events.adapters.redis_cluster.publisher import ClusterPublisher
 from dotmac.events.adapters.redis_cluster.reader import parse_positions, read_partitions
 from dotmac.events.adapters.redis_cluster.receiver import PartitionedReceiver
-from dotmac.events.adapters.redis_cluster.stats import PartitionStats, partition_stats, summed
+from dotmac.events.adapters.redis_cluster.stats import PartitionStats, partition_stats
 from dotmac.events.adapters.redis_cluster_config import RedisClusterConfig
-from dotmac.events.adapters.redis_config import default_consumer_name
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.bus import BacklogStats, HealthStatus
 from dotmac.events.codec import Codec
 from dotmac.events.engine import TransportBus
-from dotmac.events.errors import ConfigurationError, TransportError
+from dotmac.events.errors import ConfigurationError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
 from dotmac.events.transport import LogRecord, Receiver
@@ -123,13 +124,20 @@ class RedisClusterBus(TransportBus):
         self._map = PartitionMap(self.config.key_prefix)
         self._publisher: ClusterPublisher | None = None
         self._mover: ClusterDelayMover | None = None
-        self._consumers: dict[tuple[str, str], int] = {}
+        self._consumer_names = ConsumerNames(self.config.consumer_name)
         self._read_backoff = ExponentialBackoff(
             base_ms=self.config.reconnect_backoff_base_ms,
             max_ms=self.config.reconnect_backoff_max_ms,
             jitter=True,
         )
-        self.lost_to_trimming = 0
+        self._reporter = Reporter(
+            self.observer,
+            adapter=self.adapter,
+            logger=logger,
+            label="redis cluster",
+            target=self.config.describe_target() if client is None else "shared client",
+            secrets=self.config.secrets,
+        )
         self.pattern_refresh = self.config.pattern_refresh
 
     @property
@@ -138,6 +146,11 @@ class RedisClusterBus(TransportBus):
         if self._client is None:
             self._client = _build_client(self.config)
         return self._client
+
+    @property
+    def lost_to_trimming(self) -> int:
+        """Pending entries trimmed from a partition before they were handled, since the start."""
+        return self._reporter.lost_to_trimming
 
     def streams(self, topic: str) -> list[str]:
         """The stream keys of ``topic``'s partitions, partition 0 first."""
@@ -243,7 +256,7 @@ class RedisClusterBus(TransportBus):
                 self.client,
                 max_stream_length=self.config.max_stream_length,
                 poll_interval=self.config.delay_poll_interval,
-                report=functools.partial(self._report, "_delayed"),
+                report=functools.partial(self._reporter.failure, "_delayed"),
             )
             self._mover.start()
         self._mover.watch([(self._map.delayed_key(s), s) for s in self.streams(topic)])
@@ -261,11 +274,11 @@ class RedisClusterBus(TransportBus):
             topic=topic,
             streams=streams,
             group=group,
-            consumer=self._consumer_name(topic, group),
+            consumer=self._consumer_names.take(topic, group),
             private=private,
             start_id="$" if latest and not from_beginning else "0",
-            report=functools.partial(self._report, topic),
-            on_trimmed=functools.partial(self._lost_to_trimming, topic, group),
+            report=functools.partial(self._reporter.failure, topic),
+            on_trimmed=functools.partial(self._reporter.trimmed, topic, group),
         )
         try:
             # Learn the slot map first: redis-py opening a node's first connections from many
@@ -277,13 +290,6 @@ class RedisClusterBus(TransportBus):
                 exc, doing=f"create group {group} on {topic}", secrets=self.config.secrets
             ) from exc
         return receiver
-
-    def _consumer_name(self, topic: str, group: str) -> str:
-        base = self.config.consumer_name
-        if base is None:
-            return default_consumer_name()
-        n = self._consumers[topic, group] = self._consumers.get((topic, group), 0) + 1
-        return base if n == 1 else f"{base}-{n}"
 
     def _prefetch(self, concurrency: int) -> int:
         return max(self.config.prefetch_count, concurrency)
@@ -322,53 +328,18 @@ class RedisClusterBus(TransportBus):
             except Exception as exc:
                 logger.warning("redis cluster: closing the connections failed: %r", exc)
 
-    # --- reporting (used by receivers) ---------------------------------------------------------
-
-    def _report(self, topic: str, where: str, error: BaseException) -> None:
-        logger.warning("redis cluster bus, topic %s: %s failed: %s", topic, where, error)
-        self.observer.error(topic, adapter=self.adapter, where=where, error=error)
-
-    def _lost_to_trimming(self, topic: str, group: str, stream: str, ids: list[str]) -> None:
-        self.lost_to_trimming += len(ids)
-        error = TransportError(
-            f"{len(ids)} pending entr{'y' if len(ids) == 1 else 'ies'} of stream {stream!r} "
-            f"(group {group!r}) trimmed before being handled: {', '.join(ids[:20])}; "
-            f"raise max_stream_length above the pending backlog"
-        )
-        logger.error("redis cluster: %s", error)
-        self.observer.error(topic, adapter=self.adapter, where="trimmed", error=error)
-
     # --- inspection ----------------------------------------------------------------------------
 
     async def health(self) -> HealthStatus:
         """PING every master; unhealthy when one does not answer."""
-        details: dict[str, Any] = {
-            "target": self.config.describe_target() if self._owns_client else "shared client",
-            "lost_to_trimming": self.lost_to_trimming,
-        }
-        if self.closed:
-            return HealthStatus(
-                healthy=False,
-                adapter=self.adapter,
-                latency_ms=0.0,
-                details={**details, "error": "bus is closed"},
-            )
-        started = time.perf_counter()
-        try:
-            await self.client.initialize()
-            masters = self.client.get_primaries()
-            details["masters"] = len(masters)
-            await asyncio.gather(
-                *(self.client.execute_command("PING", target_nodes=node) for node in masters)
-            )
-        except Exception as exc:
-            details["error"] = scrub(f"{type(exc).__name__}: {exc}", self.config.secrets)
-            healthy = False
-        else:
-            healthy = True
-        latency = (time.perf_counter() - started) * 1000
-        return HealthStatus(
-            healthy=healthy, adapter=self.adapter, latency_ms=latency, details=details
+        return await self._reporter.health(self._ping_masters, closed=self.closed)
+
+    async def _ping_masters(self, details: dict[str, Any]) -> None:
+        await self.client.initialize()
+        masters = self.client.get_primaries()
+        details["masters"] = len(masters)
+        await asyncio.gather(
+            *(self.client.execute_command("PING", target_nodes=node) for node in masters)
         )
 
     async def partition_stats(self, topic: str, group: str | None = None) -> list[PartitionStats]:

@@ -1,0 +1,90 @@
+"""What a Redis bus (single server or cluster) tells operators about itself.
+
+Failures outside a handler (a lost connection, a delay mover pass, a close) reach the log and
+the bus's observer; pending entries trimmed from a stream before they were handled are a loss of
+data, so they are also counted, and the count shows in every health report. Both Redis buses
+report through one :class:`Reporter`, so their log lines and health details read the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dotmac.events.adapters.redis.errors import scrub
+from dotmac.events.bus import HealthStatus
+from dotmac.events.errors import TransportError
+from dotmac.events.observability.observer import Observer
+
+__all__ = ["Probe", "Reporter"]
+
+Probe = Callable[[dict[str, Any]], Awaitable[None]]
+"""A health check's round trip to the server(s); it may add what it learns to the details."""
+
+
+class Reporter:
+    """Reports of one bus; ``label`` ("redis", "redis cluster") starts its log lines, ``target``
+    (where the bus connects, safe to show) and the scrubbed errors go into health details."""
+
+    def __init__(
+        self,
+        observer: Observer,
+        *,
+        adapter: str,
+        logger: logging.Logger,
+        label: str,
+        target: str,
+        secrets: tuple[str, ...],
+    ) -> None:
+        self._observer = observer
+        self._adapter = adapter
+        self._logger = logger
+        self._label = label
+        self._target = target
+        self._secrets = secrets
+        self.lost_to_trimming = 0
+
+    def failure(self, topic: str, where: str, error: BaseException) -> None:
+        """A failure no handler sees (the receivers' and delay mover's ``report``)."""
+        self._logger.warning("%s bus, topic %s: %s failed: %s", self._label, topic, where, error)
+        self._observer.error(topic, adapter=self._adapter, where=where, error=error)
+
+    def trimmed(self, topic: str, group: str, stream: str, ids: list[str]) -> None:
+        """Entries of ``stream`` trimmed while pending for ``group``: lost, so counted too."""
+        self.lost_to_trimming += len(ids)
+        error = TransportError(
+            f"{len(ids)} pending entr{'y' if len(ids) == 1 else 'ies'} of stream {stream!r} "
+            f"(group {group!r}) trimmed before being handled: {', '.join(ids[:20])}; "
+            f"raise max_stream_length above the pending backlog"
+        )
+        self._logger.error("%s: %s", self._label, error)
+        self._observer.error(topic, adapter=self._adapter, where="trimmed", error=error)
+
+    async def health(self, probe: Probe, *, closed: bool) -> HealthStatus:
+        """Healthy when ``probe`` returns; its latency, the target and the trimmed count as
+        details, and the scrubbed error when it raises (or ``closed`` without asking)."""
+        details: dict[str, Any] = {
+            "target": self._target,
+            "lost_to_trimming": self.lost_to_trimming,
+        }
+        if closed:
+            return HealthStatus(
+                healthy=False,
+                adapter=self._adapter,
+                latency_ms=0.0,
+                details={**details, "error": "bus is closed"},
+            )
+        started = time.perf_counter()
+        try:
+            await probe(details)
+        except Exception as exc:
+            details["error"] = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
+            healthy = False
+        else:
+            healthy = True
+        latency = (time.perf_counter() - started) * 1000
+        return HealthStatus(
+            healthy=healthy, adapter=self._adapter, latency_ms=latency, details=details
+        )
