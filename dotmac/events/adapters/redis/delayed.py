@@ -27,7 +27,14 @@ from redis.asyncio import Redis
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.event import Event
 
-__all__ = ["DelayMover", "delayed_key", "index_key", "schedule"]
+__all__ = [
+    "PUBLISH_MEMBER_LUA",
+    "DelayMover",
+    "delayed_key",
+    "held_member",
+    "index_key",
+    "schedule",
+]
 
 logger = logging.getLogger("dotmac.events.redis")
 
@@ -41,10 +48,33 @@ redis.call('ZADD', KEYS[2], 'LT', ARGV[1], ARGV[2])
 return #ARGV - 2
 """
 
+PUBLISH_MEMBER_LUA = """
+local function publish_member(stream, maxlen, member)
+  local colon = string.find(member, ':', 1, true)
+  local size = tonumber(string.sub(member, 1, colon - 1))
+  local fields
+  if size < 0 then
+    fields = {'data', string.sub(member, colon + 1)}
+  else
+    fields = {'data', string.sub(member, colon + 1 + size),
+              'key', string.sub(member, colon + 1, colon + size)}
+  end
+  if maxlen == '' then
+    redis.call('XADD', stream, '*', unpack(fields))
+  else
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  end
+end
+"""
+"""Lua: XADD a :func:`held_member` to ``stream`` with the fields a publish writes (``maxlen``
+'' for none); every mover script starts with it, so the member layout is read in one place."""
+
 # KEYS[1]: index. ARGV: prefix, batch size, MAXLEN ('' for none).
 # Returns {moved, earliest due still held or false, the server's now} (times as strings: Redis
 # would truncate Lua numbers to integers).
-MOVE_SCRIPT = """
+MOVE_SCRIPT = (
+    PUBLISH_MEMBER_LUA
+    + """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local prefix, batch, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -55,20 +85,7 @@ for _, topic in ipairs(topics) do
   local stream = prefix .. topic
   local due = redis.call('ZRANGEBYSCORE', held, '-inf', now, 'LIMIT', 0, batch)
   for _, member in ipairs(due) do
-    local colon = string.find(member, ':', 1, true)
-    local size = tonumber(string.sub(member, 1, colon - 1))
-    local fields
-    if size < 0 then
-      fields = {'data', string.sub(member, colon + 1)}
-    else
-      fields = {'data', string.sub(member, colon + 1 + size),
-                'key', string.sub(member, colon + 1, colon + size)}
-    end
-    if maxlen == '' then
-      redis.call('XADD', stream, '*', unpack(fields))
-    else
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
-    end
+    publish_member(stream, maxlen, member)
     redis.call('ZREM', held, member)
     moved = moved + 1
   end
@@ -83,6 +100,7 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #first == 0 then return {moved, false, tostring(now)} end
 return {moved, first[2], tostring(now)}
 """
+)
 
 
 def index_key(prefix: str) -> str:
@@ -95,7 +113,7 @@ def delayed_key(prefix: str, topic: str) -> str:
     return f"{prefix}_delayed:{topic}"
 
 
-def _member(event: Event, data: bytes) -> bytes:
+def held_member(event: Event, data: bytes) -> bytes:
     """``<key length>:<key><data>``, or ``-1:<data>`` without a key: what the mover splits."""
     if event.key is None:
         return b"-1:" + data
@@ -107,7 +125,7 @@ async def schedule(
     client: Redis, prefix: str, topic: str, batch: Sequence[tuple[Event, bytes]], due: float
 ) -> None:
     """Hold ``batch`` for ``topic`` until ``due``; one atomic script, one round trip."""
-    args: list[Any] = [repr(due), topic, *(_member(event, data) for event, data in batch)]
+    args: list[Any] = [repr(due), topic, *(held_member(event, data) for event, data in batch)]
     await client.eval(SCHEDULE_SCRIPT, 2, delayed_key(prefix, topic), index_key(prefix), *args)
 
 

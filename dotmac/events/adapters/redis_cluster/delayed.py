@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from redis.asyncio.cluster import RedisCluster
 
-from dotmac.events.adapters.redis.delayed import _member
+from dotmac.events.adapters.redis.delayed import PUBLISH_MEMBER_LUA, held_member
 from dotmac.events.backoff import ExponentialBackoff
 from dotmac.events.event import Event
 
@@ -38,32 +38,22 @@ _CLOCK_SKEW = 1.0  # a head due this soon by our clock is checked by the server'
 
 # KEYS: the delayed set, its stream. ARGV: batch size, MAXLEN ('' for none).
 # Returns {moved, earliest due still held or false, the server's now} (as strings).
-MOVE_SCRIPT = """
+MOVE_SCRIPT = (
+    PUBLISH_MEMBER_LUA
+    + """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local batch, maxlen = tonumber(ARGV[1]), ARGV[2]
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, batch)
 for _, member in ipairs(due) do
-  local colon = string.find(member, ':', 1, true)
-  local size = tonumber(string.sub(member, 1, colon - 1))
-  local fields
-  if size < 0 then
-    fields = {'data', string.sub(member, colon + 1)}
-  else
-    fields = {'data', string.sub(member, colon + 1 + size),
-              'key', string.sub(member, colon + 1, colon + size)}
-  end
-  if maxlen == '' then
-    redis.call('XADD', KEYS[2], '*', unpack(fields))
-  else
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(fields))
-  end
+  publish_member(KEYS[2], maxlen, member)
   redis.call('ZREM', KEYS[1], member)
 end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #head == 0 then return {#due, false, tostring(now)} end
 return {#due, head[2], tostring(now)}
 """
+)
 
 
 async def schedule(
@@ -75,7 +65,7 @@ async def schedule(
     node."""
     pipe = client.pipeline(transaction=False)
     for key, event, data in placed:
-        pipe.zadd(key, {_member(event, data): due})
+        pipe.zadd(key, {held_member(event, data): due})
     await pipe.execute()
 
 
