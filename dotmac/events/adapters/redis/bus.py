@@ -134,7 +134,7 @@ class RedisStreamsBus(TransportBus):
         )
         self._publisher: RedisPublisher | None = None
         self._reporter = Reporter(
-            self.observer,
+            observer=self.observer,
             adapter=self.adapter,
             logger=logger,
             label="redis",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from dotmac.events.adapters.redis.errors import scrub
@@ -24,32 +25,23 @@ Probe = Callable[[dict[str, Any]], Awaitable[None]]
 """A health check's round trip to the server(s); it may add what it learns to the details."""
 
 
+@dataclass(slots=True, kw_only=True)
 class Reporter:
     """Reports of one bus; ``label`` ("redis", "redis cluster") starts its log lines, ``target``
     (where the bus connects, safe to show) and the scrubbed errors go into health details."""
 
-    def __init__(
-        self,
-        observer: Observer,
-        *,
-        adapter: str,
-        logger: logging.Logger,
-        label: str,
-        target: str,
-        secrets: tuple[str, ...],
-    ) -> None:
-        self._observer = observer
-        self._adapter = adapter
-        self._logger = logger
-        self._label = label
-        self._target = target
-        self._secrets = secrets
-        self.lost_to_trimming = 0
+    observer: Observer
+    adapter: str
+    logger: logging.Logger
+    label: str
+    target: str
+    secrets: tuple[str, ...] = field(repr=False)
+    lost_to_trimming: int = 0
 
     def failure(self, topic: str, where: str, error: BaseException) -> None:
         """A failure no handler sees (the receivers' and delay mover's ``report``)."""
-        self._logger.warning("%s bus, topic %s: %s failed: %s", self._label, topic, where, error)
-        self._observer.error(topic, adapter=self._adapter, where=where, error=error)
+        self.logger.warning("%s bus, topic %s: %s failed: %s", self.label, topic, where, error)
+        self.observer.error(topic, adapter=self.adapter, where=where, error=error)
 
     def trimmed(self, topic: str, group: str, stream: str, ids: list[str]) -> None:
         """Entries of ``stream`` trimmed while pending for ``group``: lost, so counted too."""
@@ -59,20 +51,20 @@ class Reporter:
             f"(group {group!r}) trimmed before being handled: {', '.join(ids[:20])}; "
             f"raise max_stream_length above the pending backlog"
         )
-        self._logger.error("%s: %s", self._label, error)
-        self._observer.error(topic, adapter=self._adapter, where="trimmed", error=error)
+        self.logger.error("%s: %s", self.label, error)
+        self.observer.error(topic, adapter=self.adapter, where="trimmed", error=error)
 
     async def health(self, probe: Probe, *, closed: bool) -> HealthStatus:
         """Healthy when ``probe`` returns; its latency, the target and the trimmed count as
         details, and the scrubbed error when it raises (or ``closed`` without asking)."""
         details: dict[str, Any] = {
-            "target": self._target,
+            "target": self.target,
             "lost_to_trimming": self.lost_to_trimming,
         }
         if closed:
             return HealthStatus(
                 healthy=False,
-                adapter=self._adapter,
+                adapter=self.adapter,
                 latency_ms=0.0,
                 details={**details, "error": "bus is closed"},
             )
@@ -80,11 +72,11 @@ class Reporter:
         try:
             await probe(details)
         except Exception as exc:
-            details["error"] = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
+            details["error"] = scrub(f"{type(exc).__name__}: {exc}", self.secrets)
             healthy = False
         else:
             healthy = True
         latency = (time.perf_counter() - started) * 1000
         return HealthStatus(
-            healthy=healthy, adapter=self._adapter, latency_ms=latency, details=details
+            healthy=healthy, adapter=self.adapter, latency_ms=latency, details=details
         )

@@ -131,7 +131,7 @@ class RedisClusterBus(TransportBus):
             jitter=True,
         )
         self._reporter = Reporter(
-            self.observer,
+            observer=self.observer,
             adapter=self.adapter,
             logger=logger,
             label="redis cluster",
