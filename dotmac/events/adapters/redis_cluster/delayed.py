@@ -34,6 +34,7 @@ logger = logging.getLogger("dotmac.events.redis_cluster")
 
 _BATCH = 500
 _ERROR_BACKOFF = ExponentialBackoff(base_ms=100, max_ms=5_000)
+_STOP_GRACE = 2.0  # seconds stop() lets a pass in flight finish
 _CLOCK_SKEW = 1.0  # a head due this soon by our clock is checked by the server's
 
 # KEYS: the delayed set, its stream. ARGV: batch size, MAXLEN ('' for none).
@@ -87,6 +88,7 @@ class ClusterDelayMover:
         self._pairs: dict[str, str] = {}  # delayed set -> stream
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.moved = 0
 
     def watch(self, pairs: Sequence[tuple[str, str]]) -> None:
@@ -98,6 +100,7 @@ class ClusterDelayMover:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name="dotmac-redis-cluster-delay-mover")
 
     def poke(self) -> None:
@@ -138,24 +141,36 @@ class ClusterDelayMover:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
-            self._wake.clear()
+        while not self._stopping:
+            self._wake.clear()  # before the pass: a poke during it is not lost
             try:
                 wait = await self.move_once()
             except Exception as exc:  # the events wait in Redis; nothing is lost
+                if self._stopping:
+                    return
                 failures += 1
                 self._report("delay mover", exc)
-                await asyncio.sleep(_ERROR_BACKOFF.delay(failures))
+                await self._pause(_ERROR_BACKOFF.delay(failures))
                 continue
             failures = 0
             if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._wake.wait()
+                await self._pause(wait)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def stop(self) -> None:
+        """Stop after the pass in flight: cancelling a pipeline mid-way could leave its pooled
+        connections half-used; a pass that hangs is cancelled after a bound."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        _, late = await asyncio.wait([task], timeout=_STOP_GRACE)
+        if late:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
