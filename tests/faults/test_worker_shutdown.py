@@ -1,6 +1,7 @@
-"""``dotmac-events worker`` as a real process on Redis and Kafka: SIGTERM drains and exits 0,
-a second worker of the group handles the rest (nothing lost, nothing unhandled acked), a second
-signal or the drain timeout passing exits non-zero with the unfinished events left unacked."""
+"""``dotmac-events worker`` as a real process on Redis, Kafka, NATS and Redis Cluster:
+SIGTERM drains and exits 0, a second worker of the group handles the rest (nothing lost,
+nothing unhandled acked), a second signal or the drain timeout passing exits non-zero with the
+unfinished events left unacked."""
 
 from __future__ import annotations
 
@@ -128,13 +129,23 @@ async def _acked(url: str, topic: str, group: str) -> tuple[int, int]:
     return (stats.length or 0) - outstanding, outstanding
 
 
-@pytest.fixture(params=["redis", "kafka"])
+@pytest.fixture(params=["redis", "kafka", "nats", "redis-cluster"])
 def bus_url(request: pytest.FixtureRequest) -> str:
+    tag = uuid.uuid4().hex[:8]
     if request.param == "redis":
         request.applymarker(pytest.mark.redis)
         base = request.getfixturevalue("redis_url")
-        prefix = f"w-{uuid.uuid4().hex[:8]}:"
-        return f"{base}?key_prefix={prefix}&claim_interval=0.5&block_ms=200"
+        return f"{base}?key_prefix=w-{tag}:&claim_interval=0.5&block_ms=200"
+    if request.param == "redis-cluster":
+        request.applymarker(pytest.mark.redis_cluster)
+        base = request.getfixturevalue("redis_cluster_url")
+        return f"{base}?key_prefix=w-{tag}:&claim_interval=0.5&partitions=4"
+    if request.param == "nats":
+        # A message a worker took and did not ack goes to another after ack_wait; live
+        # workers report progress (+WPI) on the slow handlers they run, so those stay theirs.
+        request.applymarker(pytest.mark.nats)
+        base = request.getfixturevalue("nats_url")
+        return f"{base}?stream_prefix=W{tag}&subject_prefix=w{tag}&ack_wait=2&fetch_wait=0.5"
     request.applymarker(pytest.mark.kafka)
     bootstrap = request.getfixturevalue("kafka_bootstrap")
     return f"kafka://{bootstrap}?client_id=worker-test&num_partitions=3&session_timeout_ms=6000&heartbeat_interval_ms=1000"
