@@ -32,7 +32,7 @@ from nats.js import api as js_api
 from nats.js import errors as js_errors
 
 from dotmac.events.adapters.nats.delayed import DelayMover, delayed_message
-from dotmac.events.adapters.nats.errors import nats_errors, scrub, translate
+from dotmac.events.adapters.nats.errors import nats_errors, translate
 from dotmac.events.adapters.nats.publisher import NatsPublisher, Outgoing
 from dotmac.events.adapters.nats.reader import read_stream
 from dotmac.events.adapters.nats.receiver import PRIVATE_INACTIVE, NatsReceiver
@@ -50,6 +50,7 @@ from dotmac.events.bus import BacklogStats, HealthStatus
 from dotmac.events.codec import Codec
 from dotmac.events.dlq.headers import REPLAY_ID
 from dotmac.events.engine import TransportBus
+from dotmac.events.engine.health import probe_health, scrub
 from dotmac.events.errors import ConfigurationError
 from dotmac.events.event import Event
 from dotmac.events.observability.observer import Observer
@@ -380,32 +381,21 @@ class NatsJetStreamBus(TransportBus):
 
     async def health(self) -> HealthStatus:
         """Healthy when the server answers a JetStream account request (JetStream enabled)."""
-        details: dict[str, Any] = {
-            "target": self.config.describe_target() if self._owns_client else "shared client"
-        }
-        if self.closed:
-            return HealthStatus(
-                healthy=False,
-                adapter=self.adapter,
-                latency_ms=0.0,
-                details={**details, "error": "bus is closed"},
-            )
-        started = time.perf_counter()
-        try:
-            catalog = await self._catalog_ready()
-            account = await catalog.js.account_info()
-            details["streams"] = account.streams
-            if self._client is not None and self._client.connected_server_version:
-                details["server_version"] = str(self._client.connected_server_version)
-        except Exception as exc:
-            details["error"] = scrub(f"{type(exc).__name__}: {exc}", self.config.secrets)
-            healthy = False
-        else:
-            healthy = True
-        latency = (time.perf_counter() - started) * 1000
-        return HealthStatus(
-            healthy=healthy, adapter=self.adapter, latency_ms=latency, details=details
+        target = self.config.describe_target() if self._owns_client else "shared client"
+        return await probe_health(
+            self._ask_jetstream,
+            adapter=self.adapter,
+            closed=self.closed,
+            details={"target": target},
+            secrets=self.config.secrets,
         )
+
+    async def _ask_jetstream(self, details: dict[str, Any]) -> None:
+        catalog = await self._catalog_ready()
+        account = await catalog.js.account_info()
+        details["streams"] = account.streams
+        if self._client is not None and self._client.connected_server_version:
+            details["server_version"] = str(self._client.connected_server_version)
 
     async def stats(
         self, topic: str, group: str | None = None, *, dlq_topic: str | None = None

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from nats import errors as nats_errors_module
 from nats.js import errors as js_errors
 
+from dotmac.events.engine.health import scrub
 from dotmac.events.errors import EventBusError, PublishError, TransportError
 
-__all__ = ["is_connection_error", "is_not_found", "nats_errors", "scrub", "translate"]
+__all__ = ["is_connection_error", "is_not_found", "nats_errors", "translate"]
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     nats_errors_module.ConnectionClosedError,
@@ -31,14 +32,6 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 """Errors that mean the server could not be reached or did not answer: retry after a while."""
-
-
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def is_connection_error(exc: BaseException) -> bool:

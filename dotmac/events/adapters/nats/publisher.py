@@ -20,8 +20,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from dotmac.events.adapters.nats.errors import scrub
 from dotmac.events.adapters.nats.pull import status_of
+from dotmac.events.engine.health import scrub
 from dotmac.events.errors import PublishError
 
 __all__ = ["NatsPublisher", "Outgoing"]

@@ -13,9 +13,10 @@ import ssl
 
 from redis import exceptions as redis_errors
 
+from dotmac.events.engine.health import scrub
 from dotmac.events.errors import AuthenticationError, EventBusError, PublishError, TransportError
 
-__all__ = ["is_connection_error", "is_no_group", "is_retryable", "scrub", "translate"]
+__all__ = ["is_connection_error", "is_no_group", "is_retryable", "translate"]
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,  # includes AuthenticationError, BusyLoadingError
@@ -34,14 +35,6 @@ _BUSY = (
 )
 _BUSY_REPLIES = ("BUSY ", "READONLY ")  # a script running too long; a replica being promoted
 _NO_CREDENTIALS = ("NOAUTH", "HELLO must be called", "Authentication required")
-
-
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -9,20 +9,15 @@ report through one :class:`Reporter`, so their log lines and health details read
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dotmac.events.adapters.redis.errors import scrub
 from dotmac.events.bus import HealthStatus
+from dotmac.events.engine.health import Probe, probe_health
 from dotmac.events.errors import TransportError
 from dotmac.events.observability.observer import Observer
 
-__all__ = ["Probe", "Reporter"]
-
-Probe = Callable[[dict[str, Any]], Awaitable[None]]
-"""A health check's round trip to the server(s); it may add what it learns to the details."""
+__all__ = ["Reporter"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -61,22 +56,6 @@ class Reporter:
             "target": self.target,
             "lost_to_trimming": self.lost_to_trimming,
         }
-        if closed:
-            return HealthStatus(
-                healthy=False,
-                adapter=self.adapter,
-                latency_ms=0.0,
-                details={**details, "error": "bus is closed"},
-            )
-        started = time.perf_counter()
-        try:
-            await probe(details)
-        except Exception as exc:
-            details["error"] = scrub(f"{type(exc).__name__}: {exc}", self.secrets)
-            healthy = False
-        else:
-            healthy = True
-        latency = (time.perf_counter() - started) * 1000
-        return HealthStatus(
-            healthy=healthy, adapter=self.adapter, latency_ms=latency, details=details
+        return await probe_health(
+            probe, adapter=self.adapter, closed=closed, details=details, secrets=self.secrets
         )
