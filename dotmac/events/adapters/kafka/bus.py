@@ -48,6 +48,7 @@ from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.bus import BacklogStats, HealthStatus
 from dotmac.events.codec import Codec
 from dotmac.events.engine import TransportBus
+from dotmac.events.engine.health import probe_health
 from dotmac.events.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -571,37 +572,29 @@ class KafkaBus(TransportBus):
     # --- health and stats ----------------------------------------------------------------------
 
     async def health(self) -> HealthStatus:
-        started = time.perf_counter()
-        if self.closed:
-            return HealthStatus(
-                healthy=False,
-                adapter=self.adapter,
-                latency_ms=0.0,
-                details={"error": "bus is closed"},
-            )
-        try:
-            async with asyncio.timeout(self.config.request_timeout_ms / 1000):
-                admin = await self._get_admin()
-                with kafka_errors("metadata request"):
-                    cluster = await admin.describe_cluster()
-        except Exception as exc:
-            return HealthStatus(
-                healthy=False,
-                adapter=self.adapter,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                details={"error": repr(exc)},
-            )
-        brokers = cluster.get("brokers") or []
-        return HealthStatus(
-            healthy=bool(brokers),
+        """Healthy when the cluster's metadata names at least one broker, within
+        ``request_timeout_ms``."""
+        return await probe_health(
+            self._describe_cluster,
             adapter=self.adapter,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            details={
-                "brokers": len(brokers),
-                "cluster_id": cluster.get("cluster_id"),
-                "controller_id": cluster.get("controller_id"),
-            },
+            closed=self.closed,
+            details={"target": ",".join(self.config.bootstrap_list())},
+            secrets=tuple(s for s in (self.config.sasl_password,) if s),
         )
+
+    async def _describe_cluster(self, details: dict[str, Any]) -> None:
+        async with asyncio.timeout(self.config.request_timeout_ms / 1000):
+            admin = await self._get_admin()
+            with kafka_errors("metadata request"):
+                cluster = await admin.describe_cluster()
+        brokers = cluster.get("brokers") or []
+        details.update(
+            brokers=len(brokers),
+            cluster_id=cluster.get("cluster_id"),
+            controller_id=cluster.get("controller_id"),
+        )
+        if not brokers:
+            raise TransportError("kafka: the cluster's metadata names no broker")
 
     async def stats(
         self, topic: str, group: str | None = None, *, dlq_topic: str | None = None
