@@ -37,6 +37,23 @@ def _new_id() -> uuid.UUID:
     return value
 
 
+def _parse_id(text: str) -> uuid.UUID:
+    """``uuid.UUID(text)`` at under half its cost when ``text`` is 32 digits once its hyphens
+    are dropped (the canonical form): it runs for every event received. Any other text, valid
+    or not, goes through ``uuid.UUID`` itself, so results and errors are the same."""
+    digits = text.replace("-", "")
+    if len(digits) == 32:
+        try:
+            number = int(digits, 16)  # what uuid.UUID does with the same 32 characters
+        except ValueError:
+            return uuid.UUID(text)
+        value = object.__new__(uuid.UUID)
+        _uuid_int.__set__(value, number)
+        _uuid_is_safe.__set__(value, _UNKNOWN)
+        return value
+    return uuid.UUID(text)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventMetadata:
     """Who produced an event and how it relates to others (all optional)."""
@@ -187,7 +204,7 @@ class Event:
         put[3](event, MappingProxyType(headers))
         put[4](event, tenant_id)
         put[5](event, metadata)
-        put[6](event, uuid.UUID(event_id))
+        put[6](event, _parse_id(event_id))
         put[7](event, moment)
         put[8](event, None)
         return event
