@@ -17,7 +17,10 @@ counts of offsets not yet committed, in an internal compacted topic (``attempts_
 * Read when a consumer first fetches from a newly assigned partition: this process follows
   the topic with one group-less consumer and reads on from where it was to the current end,
   so a new owner sees the previous owner's last write (that write was acknowledged before the
-  record it counts was handed out).
+  record it counts was handed out). That consumer's partition is paused except while a
+  catch-up waits for records, so no fetch is left waiting at the end of the log: the next
+  catch-up would wait for it to return (on Tansu, which does not end a waiting fetch when
+  records arrive, up to ``fetch_max_wait_ms``; each catch-up after one of this bus's writes).
 
 Why not the committed offset's metadata: brokers that speak the Kafka protocol need not keep
 it (Tansu, our test broker, accepts an OffsetCommit with metadata and returns it empty), and a
@@ -119,6 +122,7 @@ class AttemptLog:
             try:
                 self._tps = [TopicPartition(self.topic, p) for p in range(partitions)]
                 consumer.assign(self._tps)
+                consumer.pause(*self._tps)  # before aiokafka fetches from the default position
                 await consumer.seek_to_beginning(*self._tps)
             except BaseException:
                 await consumer.stop()
@@ -136,7 +140,11 @@ class AttemptLog:
                     while behind := [
                         tp for tp in self._tps if await consumer.position(tp) < ends[tp]
                     ]:
-                        batch = await consumer.getmany(*behind, timeout_ms=_READ_WAIT_MS)
+                        consumer.resume(*behind)
+                        try:
+                            batch = await consumer.getmany(*behind, timeout_ms=_READ_WAIT_MS)
+                        finally:
+                            consumer.pause(*behind)  # before aiokafka fetches at the end
                         for records in batch.values():
                             self._take(records)
 

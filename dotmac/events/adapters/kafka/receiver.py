@@ -15,6 +15,16 @@ acks arriving later are ignored and those messages go to the next owner.
 
 A private receiver (``subscribe(group=None)``) assigns itself every partition from the end of
 the topic without joining a group, and commits nothing: its progress dies with it anyway.
+
+Partitions are paused except while ``fetch`` waits for records with none left here, and a
+poll takes everything aiokafka has fetched, so each fetch asks for all partitions together
+and its records leave aiokafka's buffer as they arrive. Why: aiokafka sends one fetch per
+broker at a time and leaves out partitions whose records it still buffers; once those are
+100 ms old it fetches the other partitions alone. If those are caught up, the broker holds
+that fetch until records arrive or ``fetch_max_wait_ms`` passes (Tansu looks again only after
+half the remaining wait), and the partitions with a backlog cannot be fetched until it
+returns: a consumer slower than one fetch's records per 100 ms lost up to
+``fetch_max_wait_ms`` per fetch.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +51,7 @@ __all__ = ["KafkaReceiver"]
 logger = logging.getLogger("dotmac.events.kafka")
 
 _FETCH_WAIT_MS = 1000  # how long one fetch() may block waiting for records
+_ALL = 1 << 30  # getmany's max_records: everything aiokafka holds (bounded by the fetch sizes)
 
 
 class KafkaReceiver:
@@ -71,6 +83,8 @@ class KafkaReceiver:
             options["auto_offset_reset"] = "earliest"
         self._consumer = AIOKafkaConsumer(**options)
         self._ledgers: dict[int, PartitionLedger] = {}
+        self._fetched: dict[int, tuple[PartitionLedger, deque[Any]]] = {}  # not yet handed out
+        self._polling = False  # fetch() waits for records: partitions may be fetched
         self._assigned = asyncio.Event()
         self._changed = asyncio.Event()  # an in-flight offset was acked or given up
         self._interrupted = asyncio.Event()
@@ -89,11 +103,11 @@ class KafkaReceiver:
                 if self.private:
                     tps = [TopicPartition(self.topic, p) for p in partitions]
                     consumer.assign(tps)
+                    self._on_assigned(tps)  # paused before aiokafka fetches from the default
                     if self.from_beginning:
                         await consumer.seek_to_beginning(*tps)
                     else:
                         await consumer.seek_to_end(*tps)
-                    self._on_assigned(tps)
                 else:
                     consumer.subscribe([self.topic], listener=_Listener(self))
                     join_timeout = (
@@ -112,6 +126,7 @@ class KafkaReceiver:
             if tp.topic == self.topic:
                 self._ledgers[tp.partition] = PartitionLedger(tp.partition)
         self._revoking = False
+        self._flow()
         self._assigned.set()
 
     async def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
@@ -147,6 +162,7 @@ class KafkaReceiver:
             )
         for ledger in ledgers:
             self._ledgers.pop(ledger.partition, None)
+            self._fetched.pop(ledger.partition, None)
 
     # --- the Receiver protocol -----------------------------------------------------------------
 
@@ -157,12 +173,21 @@ class KafkaReceiver:
             await self._write_counts()
         if taken or self._interrupted.is_set():
             return taken
-        self._getmany = asyncio.ensure_future(
-            self._consumer.getmany(
-                timeout_ms=_FETCH_WAIT_MS,
-                max_records=min(max_count, self._config.max_poll_records),
-            )
-        )
+        # With records still here, a poll that returns at once (aiokafka counts the time
+        # between polls against max_poll_interval_ms); otherwise wait for a fetch.
+        records = await self._poll(0 if self._fetched else _FETCH_WAIT_MS)
+        if self._interrupted.is_set():
+            return []  # closing: what was fetched and not handed out goes back with the group
+        if self._attempts is not None and records:
+            await self._read_counts(records)
+        deliveries = self._hand_out(min(max_count, self._config.max_poll_records))
+        if self._unwritten:
+            await self._write_counts()
+        return deliveries
+
+    async def _poll(self, wait_ms: int) -> dict[TopicPartition, list[Any]]:
+        """Take what aiokafka has fetched, waiting up to ``wait_ms``; {} when interrupted."""
+        self._getmany = asyncio.ensure_future(self._take_fetched(wait_ms))
         interrupted = asyncio.ensure_future(self._interrupted.wait())
         try:
             await asyncio.wait([self._getmany, interrupted], return_when=asyncio.FIRST_COMPLETED)
@@ -173,26 +198,57 @@ class KafkaReceiver:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            return []
+            return {}
         with kafka_errors(f"fetch from {self.topic!r}"):
-            records = task.result()
-        if self._attempts is not None and records:
-            await self._read_counts(records)
-        deliveries = self._hand_out(records)
-        if self._unwritten:
-            await self._write_counts()
-        return deliveries
+            return task.result()
 
-    def _hand_out(self, records: dict[TopicPartition, list[Any]]) -> list[Delivery]:
-        deliveries: list[Delivery] = []
-        now = time.monotonic()
+    async def _take_fetched(self, wait_ms: int) -> dict[TopicPartition, list[Any]]:
+        """Move every record aiokafka holds here; only a waiting poll lets it fetch."""
+        self._polling = wait_ms > 0
+        if self._polling:
+            self._flow()
+        try:
+            records: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
+                timeout_ms=wait_ms, max_records=_ALL
+            )
+        finally:
+            if self._polling:  # paused as the getmany returns, before aiokafka's fetcher runs
+                self._polling = False
+                self._flow()
         for tp, batch in records.items():
             ledger = self._ledgers.get(tp.partition)
             if ledger is None or ledger.revoking:
                 continue  # not ours any more: the next owner reads them from the commit
+            kept = self._fetched.get(tp.partition)
+            if kept is None or kept[0] is not ledger:
+                self._fetched[tp.partition] = (ledger, deque(batch))
+            else:
+                kept[1].extend(batch)
+        return records
+
+    def _flow(self) -> None:
+        """Let aiokafka fetch, while fetch() waits, the partitions no stuck offset holds;
+        pause them all otherwise (see the module docstring)."""
+        for partition, ledger in self._ledgers.items():
+            if ledger.revoking:
+                continue
+            tp = TopicPartition(self.topic, partition)
+            if self._polling and not ledger.paused:
+                self._consumer.resume(tp)
+            else:
+                self._consumer.pause(tp)
+
+    def _hand_out(self, max_count: int) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        now = time.monotonic()
+        for partition, (ledger, records) in list(self._fetched.items()):
+            if self._ledgers.get(partition) is not ledger or ledger.revoking:
+                del self._fetched[partition]  # the next owner reads them from the commit
+                continue
             durable = ledger.durable
             first = durable is not None and ledger.untouched()
-            for record in batch:
+            while records and len(deliveries) < max_count:
+                record = records.popleft()
                 key = None if record.key is None else bytes(record.key).decode(errors="replace")
                 slot = ledger.add(record.offset, bytes(record.value or b""), key, now)
                 if slot is not None:
@@ -204,7 +260,13 @@ class KafkaReceiver:
                     deliveries.append(self._delivery(ledger, slot))
             if len(ledger) >= self._config.max_uncommitted and not ledger.paused:
                 ledger.paused = True  # a stuck offset holds too many finished ones behind it
-                self._consumer.pause(tp)
+                if records:  # fetched again when it is resumed
+                    self._consumer.seek(TopicPartition(self.topic, partition), records[0].offset)
+                    records.clear()
+            if not records:
+                del self._fetched[partition]
+            if len(deliveries) >= max_count:
+                break
         return deliveries
 
     def _count(
@@ -346,11 +408,13 @@ class KafkaReceiver:
                 raise
         for ledger, position in offsets.items():
             ledger.committed = position
+        resumed = False
         for ledger in ledgers:
             if ledger.paused and len(ledger) < self._config.max_uncommitted:
                 ledger.paused = False
-                if self._ledgers.get(ledger.partition) is ledger:
-                    self._consumer.resume(TopicPartition(self.topic, ledger.partition))
+                resumed = True
+        if resumed:
+            self._flow()
 
     async def redeliver(self, delivery: Delivery) -> Delivery | None:
         ledger = self._current(delivery)
@@ -398,6 +462,7 @@ class KafkaReceiver:
             )
         finally:
             self._ledgers.clear()
+            self._fetched.clear()
             if self._on_close is not None:
                 self._on_close(self)
             with kafka_errors(f"consumer stop on {self.topic!r}"):
