@@ -9,9 +9,8 @@ gets a fresh topic, its own client or bus, and learns the slot map before the cl
   (concurrency 1), timed from the first to the last handler call. Baseline: one cluster
   pipeline per round of ``XACK`` (the previous round's ids) + ``XREADGROUP COUNT 100`` on each
   partition (redis-py sends it as a round trip per master, in parallel), ``orjson.loads`` and
-  the same handler, 1 ms of sleep after a round that found nothing. Once more with
-  ``prefetch_count`` 1,600 (16 x 100, what the baseline may read in a round): the default 200
-  is the budget of a whole round, split over the partitions that have entries.
+  the same handler, 1 ms of sleep after a round that found nothing. The bus's default
+  ``prefetch_count`` (1,600: 100 a partition) is what the baseline may read in a round.
 * publish: awaited ``publish`` one at a time vs awaited ``XADD``; ``publish_many`` of 100 vs a
   cluster pipeline of 100 ``XADD``.
 * spread: N events keyed by the payload's customer id (9,973 keys, as entity ids are), then the
@@ -62,7 +61,6 @@ FILL_CHUNK = 500
 BATCH = 100
 SPREAD = "cluster.spread_masters"
 PREFETCH = RedisClusterConfig().prefetch_count
-WIDE = BATCH * PARTITIONS  # what the raw loop may read in one round
 RAW_CONSUME = (
     f"RedisCluster pipeline per round: XACK + XREADGROUP COUNT {BATCH} per partition, "
     "loads + handler"
@@ -344,18 +342,6 @@ def comparisons(s: Settings) -> list[Comparison]:
             ),
             lambda: ours_consume(s, "cluster.consume_c1"),
             lambda: raw_consume(s, "cluster.consume_c1"),
-        ),
-        _pair(
-            Row(
-                id="cluster.consume_c1_prefetch",
-                path=f"redis cluster: the same with prefetch_count {WIDE} (the baseline's "
-                "budget per round)",
-                baseline=RAW_CONSUME,
-                unit="ev/s",
-                target=None,
-            ),
-            lambda: ours_consume(s, "cluster.consume_c1_prefetch", prefetch_count=WIDE),
-            lambda: raw_consume(s, "cluster.consume_c1_prefetch"),
         ),
         _pair(
             Row(

@@ -32,7 +32,6 @@ CORE_ROWS = {
     "kafka.consume",
     "kafka.publish_many",
     "cluster.consume_c1",
-    "cluster.consume_c1_prefetch",
     "cluster.publish_awaited",
     "cluster.publish_many",
     "cluster.spread_masters",
