@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from dotmac.events.errors import InvalidEventError
 
@@ -196,18 +196,18 @@ class Event:
             raise InvalidEventError("timestamp must be a timezone-aware datetime")
         if moment.tzinfo is not UTC:
             moment = moment.astimezone(UTC)
-        event = object.__new__(cls)
-        put = _EVENT_SLOTS
-        put[0](event, topic)
-        put[1](event, payload)
-        put[2](event, key)
-        put[3](event, MappingProxyType(headers))
-        put[4](event, tenant_id)
-        put[5](event, metadata)
-        put[6](event, _parse_id(event_id))
-        put[7](event, moment)
-        put[8](event, None)
-        return event
+        event: Any = _Unfrozen()
+        event.topic = topic
+        event.payload = payload
+        event.key = key
+        event.headers = MappingProxyType(headers)
+        event.tenant_id = tenant_id
+        event.metadata = metadata
+        event.id = _parse_id(event_id)
+        event.timestamp = moment
+        event.delivery = None
+        event.__class__ = cls
+        return cast(Event, event)
 
     def _received(
         self,
@@ -219,27 +219,30 @@ class Event:
         first_failure_at: datetime | None,
     ) -> None:
         """Attach delivery info to a freshly decoded event that nobody else holds yet."""
-        info = object.__new__(DeliveryInfo)
-        put = _DELIVERY_SLOTS
-        put[0](info, count)
-        put[1](info, group)
-        put[2](info, message_id)
-        put[3](info, partition)
-        put[4](info, offset)
-        put[5](info, first_failure_at)
-        _EVENT_SLOTS[8](self, info)
+        info: Any = _UnfrozenDeliveryInfo()
+        info.count = count
+        info.group = group
+        info.message_id = message_id
+        info.partition = partition
+        info.offset = offset
+        info.first_failure_at = first_failure_at
+        info.__class__ = DeliveryInfo
+        _set_delivery(self, info)
 
 
-def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
-    """The slots' own setters: how the receive path fills frozen instances at a third of the
-    cost of ``object.__setattr__`` (it runs once per message handled)."""
-    return tuple(cls.__dict__[name].__set__ for name in names)
+class _Unfrozen:
+    """Event's slots without its frozen ``__setattr__``: the receive path fills one with plain
+    attribute stores and then makes it the Event it is (the layouts are the same, so
+    ``__class__`` can change). A store costs a fifth of a call to a slot's setter, and this
+    runs once per field of every message received."""
+
+    __slots__ = Event.__slots__
 
 
-_EVENT_SLOTS = _slot_setters(
-    Event,
-    ("topic", "payload", "key", "headers", "tenant_id", "metadata", "id", "timestamp", "delivery"),
-)
-_DELIVERY_SLOTS = _slot_setters(
-    DeliveryInfo, ("count", "group", "message_id", "partition", "offset", "first_failure_at")
-)
+class _UnfrozenDeliveryInfo:
+    """DeliveryInfo's slots, filled the same way (see _Unfrozen)."""
+
+    __slots__ = DeliveryInfo.__slots__
+
+
+_set_delivery = Event.__dict__["delivery"].__set__  # one store on a frozen event already made

@@ -42,3 +42,28 @@ def test_parse_id_gives_what_uuid_gives(text: str) -> None:
     assert type(parsed) is uuid.UUID
     assert parsed == expected and parsed.is_safe == uuid.SafeUUID.unknown
     assert str(parsed) == str(expected) and hash(parsed) == hash(expected)
+
+
+def test_a_decoded_event_is_a_frozen_event_like_a_constructed_one() -> None:
+    import dataclasses
+
+    from dotmac.events import DeliveryInfo, Event, EventMetadata, JsonCodec
+
+    codec = JsonCodec()
+    sent = Event("t", {"a": [1]}, "k", {"h": "v"}, "tenant", EventMetadata(producer="p"))
+    received = codec.decode(codec.encode(sent))
+    received._received(3, "g", "m-1", 2, 7, None)
+    assert type(received) is Event and received == sent and hash(received) == hash(sent)
+    assert type(received.delivery) is DeliveryInfo
+    assert received.delivery == DeliveryInfo(
+        count=3, group="g", message_id="m-1", partition=2, offset=7
+    )
+    assert [f.name for f in dataclasses.fields(received)] == [
+        f.name for f in dataclasses.fields(sent)
+    ]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        received.topic = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        received.delivery.count = 1  # type: ignore[misc]
+    assert dataclasses.replace(received, topic="u").topic == "u"
+    assert repr(received) == repr(sent)
