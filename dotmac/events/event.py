@@ -24,6 +24,9 @@ _uuid_is_safe = uuid.UUID.__dict__["is_safe"]
 _UNKNOWN = uuid.SafeUUID.unknown  # an enum member lookup costs as much as the rest together
 
 
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+"""The headers of every event without any: a read-only view of a dict nobody else holds."""
+
 _VERSION_4_MASK = ~((0xC000 << 48) | (0xF000 << 64))
 _VERSION_4_BITS = (0x8000 << 48) | (4 << 76)  # RFC 4122 variant, version 4
 
@@ -129,7 +132,7 @@ class Event:
         for name, value in headers.items():
             if not isinstance(name, str) or not isinstance(value, str):
                 raise InvalidEventError(f"headers must map str to str, got {name!r}: {value!r}")
-        object.__setattr__(self, "headers", MappingProxyType(headers))
+        object.__setattr__(self, "headers", MappingProxyType(headers) if headers else _NO_HEADERS)
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -200,7 +203,7 @@ class Event:
         event.topic = topic
         event.payload = payload
         event.key = key
-        event.headers = MappingProxyType(headers)
+        event.headers = MappingProxyType(headers) if headers else _NO_HEADERS
         event.tenant_id = tenant_id
         event.metadata = metadata
         event.id = _parse_id(event_id)
