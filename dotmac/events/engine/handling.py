@@ -152,6 +152,7 @@ class MessageHandling:
         self._decode = codec.decode
         self._observer = observer
         self._observed = type(observer) is not NoopObserver
+        self._consuming = observer.consuming  # looked up once, not per message
         self._policy = policy
         self._publish = publish
         self._ack = ack
@@ -197,7 +198,7 @@ class MessageHandling:
         )
         try:
             if self._observed:
-                with self._observer.consuming(event, group=self.group, adapter=self._adapter):
+                with self._consuming(event, group=self.group, adapter=self._adapter):
                     result = await self._call(event)
             else:
                 result = await self._call(event)
