@@ -1,5 +1,6 @@
 """Kafka delivery counts kept in the attempts topic: a rebalance continues a failing record's
-count, and healthy consumption writes once per partition per assignment, not per record."""
+count, healthy consumption writes once per partition per assignment, not per record, and a
+partition its previous owner left uncommitted is replayed one record at a time."""
 
 from __future__ import annotations
 
@@ -151,3 +152,72 @@ async def test_healthy_consumption_writes_per_assignment_not_per_record(
     assert idle == first_assignment  # a newly assigned partition with nothing to read: none
     assert len(second_assignment) == 6  # one per partition for the new assignment
     assert all(len(d) == 1 and 1 in d.values() for _, d in second_assignment[3:])
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_partition_left_uncommitted_is_replayed_one_record_at_a_time(
+    kafka_bootstrap: str,
+) -> None:
+    """The first owner hands record 0 out and never finishes it, so the next owner finds it
+    counted at the committed position: it hands out the subscription's prefetch (500) one
+    record at a time, each counted before and committed after its handler, then goes back to
+    the fast path (concurrent handlers, no writes)."""
+    topic = unique_topic("careful")
+    group = "careful"
+    total, prefetch = 600, 500
+    config = kafka_test_config(kafka_bootstrap, num_partitions=1)
+    group_id = config.group_id(group, topic)
+    first = create_kafka_bus(config)
+    started = asyncio.Event()
+
+    async def never_finish(event: Event) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    try:
+        await first.publish_many([Event(topic, {"n": n}) for n in range(total)])
+        await first.subscribe(topic, never_finish, group=group)
+        await asyncio.wait_for(started.wait(), 30)
+    finally:
+        await first.close(timeout=0.5)
+    before = await stored_counts(kafka_bootstrap, group_id, topic)
+
+    second = create_kafka_bus(config)
+    order: list[int] = []
+    counts: dict[int, int] = {}
+    running = 0
+    overlap: dict[int, int] = {}  # n -> handlers running while it ran
+
+    async def handle(event: Event) -> None:
+        nonlocal running
+        n = event.payload["n"]
+        running += 1
+        overlap[n] = running
+        order.append(n)
+        counts[n] = event.delivery_count
+        await asyncio.sleep(0.001)
+        overlap[n] = max(overlap[n], running)
+        running -= 1
+
+    try:
+        await second.subscribe(topic, handle, group=group, concurrency=4)
+        begun = asyncio.get_running_loop().time()
+        await wait_until(lambda: len(order) >= prefetch, 60, "the careful records")
+        careful_s = asyncio.get_running_loop().time() - begun
+        await wait_until(lambda: len(order) == total, 30, "every record")
+    finally:
+        await second.close(timeout=5.0)
+    after = (await stored_counts(kafka_bootstrap, group_id, topic))[len(before) :]
+    print(
+        f"\ncareful replay: {prefetch} records one at a time in {careful_s:.2f} s "
+        f"({careful_s / prefetch * 1000:.1f} ms a record), {len(after)} writes"
+    )
+    assert before == [(0, {0: 1})]  # the first owner counted record 0 and committed nothing
+    assert order[:prefetch] == list(range(prefetch))  # in order, and
+    assert max(overlap[n] for n in range(prefetch)) == 1  # one at a time
+    assert max(overlap[n] for n in range(prefetch, total)) > 1  # then concurrent again
+    assert counts == {n: 2 if n == 0 else 1 for n in range(total)}
+    # each careful record counted alone before it was handed out; none after the window
+    assert after == [(0, {n: counts[n]}) for n in range(prefetch)]

@@ -11,9 +11,11 @@ counts of offsets not yet committed, in an internal compacted topic (``attempts_
   latest value of a key replaces the earlier ones (compaction keeps only it).
 * Written before a delivery that must survive a crash is handed out: the first record a
   consumer fetches from a partition after each assignment (the committed position, where a
-  crash-looping record sits), a record the log already counts, and every in-process
-  redelivery. Records after the first of an assignment are not written: the healthy path
-  pays one write per partition per assignment and nothing per record.
+  crash-looping record sits), a record the log already counts, every in-process
+  redelivery, and each record of a careful replay (the receiver's: a partition whose first
+  record was already counted is handed out one record at a time for a while). Other records
+  are not written: the healthy path pays one write per partition per assignment and nothing
+  per record.
 * Read when a consumer first fetches from a newly assigned partition: this process follows
   the topic with one group-less consumer and reads on from where it was to the current end,
   so a new owner sees the previous owner's last write (that write was acknowledged before the

@@ -9,6 +9,11 @@ an older assignment are recognised and ignored.
 ``durable`` holds the delivery counts this partition keeps in the attempts log (see
 ``attempts.py``): None until read at the first fetch of the assignment (and always when the
 log is off); an offset leaves it when it is done.
+
+``careful_until`` ends a careful replay: offsets below it are handed out one at a time, each
+committed before the next. A partition whose previous owner died before committing records
+it had handled (see the receiver) is replayed that way, so a crash charges the record that
+caused it, not the handled ones before it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class PartitionLedger:
         self.paused = False
         self.committed: int | None = None  # the position last committed (next offset to read)
         self.durable: dict[int, int] | None = None  # offset -> deliveries kept in the attempts log
+        self.careful_until: int | None = None  # offsets below it: one at a time (see above)
         self._slots: dict[int, Slot] = {}
         self._order: deque[int] = deque()
         self._next: int | None = None  # one past the highest offset seen
@@ -70,6 +76,15 @@ class PartitionLedger:
     def untouched(self) -> bool:
         """True until the first offset of this assignment is added."""
         return self._next is None
+
+    def settled(self) -> bool:
+        """True when every offset handed out in this assignment is committed (or none was)."""
+        return self._next is None or self.committed == self._next
+
+    def careful(self) -> bool:
+        """True while a careful replay has not committed up to ``careful_until``."""
+        end = self.careful_until
+        return end is not None and (self.committed is None or self.committed < end)
 
     def get(self, offset: int | None) -> Slot | None:
         return None if offset is None else self._slots.get(offset)

@@ -9,6 +9,17 @@ this consumer: the first record fetched from a partition after each assignment, 
 log already counts, and every redelivery are written there before they are handed out, so a
 record that crashes its consumer reaches the next owner with its real count.
 
+Kafka commits a position, not records, so records handled before a crashing one but not yet
+committed are delivered again by the next owner, and the first of them, at the committed
+position, would gain a count per crash while the crashing record, not first, gained none:
+the handled record would be dead-lettered unhandled, and the crashing one never. So when the
+first record of an assignment is one the log already counts (its previous owner handed it
+out and did not commit past it), the partition is replayed carefully: one record at a time,
+each counted in the log before it is handed out and committed before the next, for as many
+records as the subscription holds at once (the most a fetch asked for: its prefetch, which
+bounds what the previous owner held uncommitted). Handled records then leave the log as they
+are committed and the crashing one gains a count per crash. Other partitions are not held.
+
 In a rebalance, revoked partitions stop being handed out, their in-flight handlers get
 ``revoke_timeout_ms`` to finish, what finished is committed, and their ledgers are dropped:
 acks arriving later are ignored and those messages go to the next owner.
@@ -85,6 +96,8 @@ class KafkaReceiver:
         self._ledgers: dict[int, PartitionLedger] = {}
         self._fetched: dict[int, tuple[PartitionLedger, deque[Any]]] = {}  # not yet handed out
         self._polling = False  # fetch() waits for records: partitions may be fetched
+        self._most = 1  # the most records a fetch asked for: the subscription's prefetch
+        self._settled = asyncio.Event()  # a careful partition committed: it may hand out more
         self._assigned = asyncio.Event()
         self._changed = asyncio.Event()  # an in-flight offset was acked or given up
         self._interrupted = asyncio.Event()
@@ -168,14 +181,15 @@ class KafkaReceiver:
 
     async def fetch(self, max_count: int, acks: Sequence[Delivery]) -> Sequence[Delivery]:
         await self.ack(acks)
+        self._most = max(self._most, max_count)
         taken = self._take_released(max_count)
         if self._unwritten:
             await self._write_counts()
         if taken or self._interrupted.is_set():
             return taken
-        # With records still here, a poll that returns at once (aiokafka counts the time
+        # With records here to hand out, a poll that returns at once (aiokafka counts the time
         # between polls against max_poll_interval_ms); otherwise wait for a fetch.
-        records = await self._poll(0 if self._fetched else _FETCH_WAIT_MS)
+        records = await self._poll(0 if self._ready() else _FETCH_WAIT_MS)
         if self._interrupted.is_set():
             return []  # closing: what was fetched and not handed out goes back with the group
         if self._attempts is not None and records:
@@ -186,13 +200,18 @@ class KafkaReceiver:
         return deliveries
 
     async def _poll(self, wait_ms: int) -> dict[TopicPartition, list[Any]]:
-        """Take what aiokafka has fetched, waiting up to ``wait_ms``; {} when interrupted."""
+        """Take what aiokafka has fetched, waiting up to ``wait_ms``; {} when interrupted, or
+        when a careful partition's commit lets it hand out a record it holds."""
         self._getmany = asyncio.ensure_future(self._take_fetched(wait_ms))
-        interrupted = asyncio.ensure_future(self._interrupted.wait())
+        self._settled.clear()
+        wakes = [asyncio.ensure_future(self._interrupted.wait())]
+        if wait_ms:
+            wakes.append(asyncio.ensure_future(self._settled.wait()))
         try:
-            await asyncio.wait([self._getmany, interrupted], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([self._getmany, *wakes], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            interrupted.cancel()
+            for wake in wakes:
+                wake.cancel()
         task, self._getmany = self._getmany, None
         if not task.done():
             task.cancel()
@@ -227,16 +246,22 @@ class KafkaReceiver:
         return records
 
     def _flow(self) -> None:
-        """Let aiokafka fetch, while fetch() waits, the partitions no stuck offset holds;
-        pause them all otherwise (see the module docstring)."""
+        """Let aiokafka fetch, while fetch() waits, the partitions no stuck offset holds and
+        with no fetched records left to hand out (a careful one's); pause them all otherwise
+        (see the module docstring)."""
+        fetched = self._fetched
         for partition, ledger in self._ledgers.items():
             if ledger.revoking:
                 continue
             tp = TopicPartition(self.topic, partition)
-            if self._polling and not ledger.paused:
+            if self._polling and not ledger.paused and partition not in fetched:
                 self._consumer.resume(tp)
             else:
                 self._consumer.pause(tp)
+
+    def _ready(self) -> bool:
+        """Whether records fetched earlier can be handed out now."""
+        return any(not _held_back(ledger) for ledger, _ in self._fetched.values())
 
     def _hand_out(self, max_count: int) -> list[Delivery]:
         deliveries: list[Delivery] = []
@@ -245,19 +270,28 @@ class KafkaReceiver:
             if self._ledgers.get(partition) is not ledger or ledger.revoking:
                 del self._fetched[partition]  # the next owner reads them from the commit
                 continue
+            if _held_back(ledger):
+                continue  # its last record is not committed yet
             durable = ledger.durable
             first = durable is not None and ledger.untouched()
             while records and len(deliveries) < max_count:
                 record = records.popleft()
                 key = None if record.key is None else bytes(record.key).decode(errors="replace")
                 slot = ledger.add(record.offset, bytes(record.value or b""), key, now)
-                if slot is not None:
-                    if record.headers:
-                        slot.headers = record.headers
-                    if durable is not None and (first or (durable and slot.offset in durable)):
-                        self._count(ledger, durable, slot, first)
-                        first = False
-                    deliveries.append(self._delivery(ledger, slot))
+                if slot is None:
+                    continue
+                if record.headers:
+                    slot.headers = record.headers
+                if durable is not None and (
+                    first or ledger.careful() or (durable and slot.offset in durable)
+                ):
+                    if first and slot.offset in durable:  # handed out before, not committed
+                        ledger.careful_until = slot.offset + self._most
+                    self._count(ledger, durable, slot, first)
+                    first = False
+                deliveries.append(self._delivery(ledger, slot))
+                if ledger.careful():
+                    break  # the next one once this one is committed
             if len(ledger) >= self._config.max_uncommitted and not ledger.paused:
                 ledger.paused = True  # a stuck offset holds too many finished ones behind it
                 if records:  # fetched again when it is resumed
@@ -407,6 +441,8 @@ class KafkaReceiver:
                     return
                 raise
         for ledger, position in offsets.items():
+            if ledger.careful() and ledger.partition in self._fetched:
+                self._settled.set()  # its next record is here: a waiting poll hands it out
             ledger.committed = position
         resumed = False
         for ledger in ledgers:
@@ -479,6 +515,11 @@ class KafkaReceiver:
         (monotonic time), or None. Kafka records no delivery times: only this process knows."""
         times = [ledger.oldest_in_flight() for ledger in self._ledgers.values()]
         return min((t for t in times if t is not None), default=None)
+
+
+def _held_back(ledger: PartitionLedger) -> bool:
+    """A careful partition hands out its next record only once the last one is committed."""
+    return ledger.careful() and not ledger.settled()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
