@@ -27,6 +27,16 @@ _UNKNOWN = uuid.SafeUUID.unknown  # an enum member lookup costs as much as the r
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 """The headers of every event without any: a read-only view of a dict nobody else holds."""
 
+
+class _Generated:
+    """Default of ``Event.id`` and ``Event.timestamp``: a new id, the time of creation."""
+
+    def __repr__(self) -> str:
+        return "<generated>"
+
+
+_GENERATED: Any = _Generated()
+
 _VERSION_4_MASK = ~((0xC000 << 48) | (0xF000 << 64))
 _VERSION_4_BITS = (0x8000 << 48) | (4 << 76)  # RFC 4122 variant, version 4
 
@@ -92,7 +102,7 @@ class DeliveryInfo:
     first_failure_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Event:
     """An immutable event.
 
@@ -111,28 +121,61 @@ class Event:
     timestamp: datetime = field(default_factory=_utc_now, kw_only=True)
     delivery: DeliveryInfo | None = field(default=None, kw_only=True, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.topic, str) or not self.topic:
-            raise InvalidEventError(f"topic must be a non-empty str, got {self.topic!r}")
-        if self.key is not None and not isinstance(self.key, str):
-            raise InvalidEventError(f"key must be a str or None, got {type(self.key).__name__}")
-        if self.tenant_id is not None and not isinstance(self.tenant_id, str):
+    def __init__(
+        self,
+        topic: str,
+        payload: Any,
+        key: str | None = None,
+        headers: Mapping[str, str] = _NO_HEADERS,
+        tenant_id: str | None = None,
+        metadata: EventMetadata | None = None,
+        *,
+        id: uuid.UUID = _GENERATED,
+        timestamp: datetime = _GENERATED,
+        delivery: DeliveryInfo | None = None,
+    ) -> None:
+        """The dataclass's own ``__init__`` would set each field with ``object.__setattr__``,
+        twice the cost of a slot's setter; this one checks the fields first, then sets them.
+
+        Raises:
+            InvalidEventError: a field has the wrong type (the message names it).
+        """
+        if not isinstance(topic, str) or not topic:
+            raise InvalidEventError(f"topic must be a non-empty str, got {topic!r}")
+        if key is not None and not isinstance(key, str):
+            raise InvalidEventError(f"key must be a str or None, got {type(key).__name__}")
+        if tenant_id is not None and not isinstance(tenant_id, str):
             raise InvalidEventError(
-                f"tenant_id must be a str or None, got {type(self.tenant_id).__name__}"
+                f"tenant_id must be a str or None, got {type(tenant_id).__name__}"
             )
-        if self.metadata is not None and not isinstance(self.metadata, EventMetadata):
+        if metadata is not None and not isinstance(metadata, EventMetadata):
             raise InvalidEventError("metadata must be an EventMetadata or None")
-        if not isinstance(self.id, uuid.UUID):
-            raise InvalidEventError(f"id must be a uuid.UUID, got {type(self.id).__name__}")
-        if not isinstance(self.timestamp, datetime) or self.timestamp.tzinfo is None:
+        if id is _GENERATED:
+            id = _new_id()
+        elif not isinstance(id, uuid.UUID):
+            raise InvalidEventError(f"id must be a uuid.UUID, got {type(id).__name__}")
+        if timestamp is _GENERATED:
+            timestamp = datetime.now(UTC)
+        elif not isinstance(timestamp, datetime) or timestamp.tzinfo is None:
             raise InvalidEventError("timestamp must be a timezone-aware datetime")
-        if self.timestamp.tzinfo is not UTC:
-            object.__setattr__(self, "timestamp", self.timestamp.astimezone(UTC))
-        headers = {} if self.headers is None else dict(self.headers)  # None is accepted too
-        for name, value in headers.items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise InvalidEventError(f"headers must map str to str, got {name!r}: {value!r}")
-        object.__setattr__(self, "headers", MappingProxyType(headers) if headers else _NO_HEADERS)
+        elif timestamp.tzinfo is not UTC:
+            timestamp = timestamp.astimezone(UTC)
+        if headers is not _NO_HEADERS:
+            headers = {} if headers is None else dict(headers)  # None is accepted too
+            for name, value in headers.items():
+                if not isinstance(name, str) or not isinstance(value, str):
+                    raise InvalidEventError(f"headers must map str to str, got {name!r}: {value!r}")
+            headers = MappingProxyType(headers) if headers else _NO_HEADERS
+        put = _EVENT_SETTERS
+        put[0](self, topic)
+        put[1](self, payload)
+        put[2](self, key)
+        put[3](self, headers)
+        put[4](self, tenant_id)
+        put[5](self, metadata)
+        put[6](self, id)
+        put[7](self, timestamp)
+        put[8](self, delivery)
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -248,4 +291,5 @@ class _UnfrozenDeliveryInfo:
     __slots__ = DeliveryInfo.__slots__
 
 
-_set_delivery = Event.__dict__["delivery"].__set__  # one store on a frozen event already made
+_EVENT_SETTERS = tuple(Event.__dict__[name].__set__ for name in Event.__slots__)
+_set_delivery = _EVENT_SETTERS[8]  # one store on a frozen event already made

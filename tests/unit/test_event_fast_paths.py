@@ -67,3 +67,30 @@ def test_a_decoded_event_is_a_frozen_event_like_a_constructed_one() -> None:
         received.delivery.count = 1  # type: ignore[misc]
     assert dataclasses.replace(received, topic="u").topic == "u"
     assert repr(received) == repr(sent)
+
+
+@pytest.mark.parametrize(("name", "value"), [("id", None), ("timestamp", None)])
+def test_an_explicit_none_id_or_timestamp_is_refused_not_generated(name: str, value: None) -> None:
+    from dotmac.events import Event, InvalidEventError
+
+    with pytest.raises(InvalidEventError, match=name):
+        Event("t", 1, **{name: value})  # type: ignore[arg-type]
+
+
+def test_the_constructor_copies_checks_and_freezes_headers_of_any_mapping() -> None:
+    from types import MappingProxyType
+
+    from dotmac.events import Event, InvalidEventError
+
+    plain = Event("t", 1)
+    assert dict(plain.headers) == {}
+    assert Event("t", 1, headers=None).headers == {}  # type: ignore[arg-type]
+    given = {"a": "1"}
+    event = Event("t", 1, headers=MappingProxyType(given))
+    given["b"] = "2"
+    assert dict(event.headers) == {"a": "1"}
+    assert Event("t", 1, headers=plain.headers).headers == {}
+    with pytest.raises(InvalidEventError, match="headers"):
+        Event("t", 1, headers=MappingProxyType({"a": 1}))  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        plain.headers["x"] = "y"  # type: ignore[index]
