@@ -212,6 +212,32 @@ async def test_an_untrusted_certificate_fails_at_once_and_is_not_retryable(
     assert "certificate" in _chain_text(info.value).lower()
 
 
+async def test_an_untrusted_certificate_fails_a_subscribe_and_a_log_read_the_same_way(
+    tls_bootstrap: str,
+) -> None:
+    config = kafka_test_config(tls_bootstrap, security_protocol="SSL")
+    bus = create_kafka_bus(config)
+    errors: list[EventBusError] = []
+    try:
+        for attempt in (
+            bus.subscribe(unique_topic("tls"), _ignore, group="g"),
+            bus.subscribe(unique_topic("tls"), _ignore),
+        ):
+            with pytest.raises(EventBusError) as info:
+                await attempt
+            errors.append(info.value)
+        with pytest.raises(EventBusError) as read:
+            async for _ in bus.read_records(unique_topic("tls"), limit=1):
+                pass
+        errors.append(read.value)
+    finally:
+        await bus.close()
+    assert len(errors) == 3
+    for error in errors:
+        assert error.retryable is False
+        assert "certificate" in _chain_text(error).lower()
+
+
 # --- what cannot run on Tansu: the mapping, into aiokafka's own clients -----------------------
 
 SECURITY = [

@@ -39,6 +39,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from dotmac.events.adapters.kafka.bootstrap import start_client
 from dotmac.events.adapters.kafka.errors import kafka_errors
 from dotmac.events.adapters.kafka_config import KafkaConfig
 from dotmac.events.errors import TransportError
@@ -120,7 +121,7 @@ class AttemptLog:
         partitions = await self._ensure_topic(self.topic)
         consumer = AIOKafkaConsumer(**config.consumer_kwargs(group=None, private=True))
         with kafka_errors(f"attempts reader start on {self.topic!r}"):
-            await consumer.start()
+            await start_client(consumer, config)
             try:
                 self._tps = [TopicPartition(self.topic, p) for p in range(partitions)]
                 consumer.assign(self._tps)

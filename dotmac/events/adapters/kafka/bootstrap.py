@@ -26,13 +26,20 @@ class _Startable(Protocol):
 
 async def start_client(client: _Startable, config: KafkaConfig) -> None:
     """``client.start()``; an untrusted certificate is raised as SSLCertVerificationError
-    (from aiokafka's error), everything else as aiokafka raised it."""
+    (from aiokafka's error), everything else as aiokafka raised it. A client that failed to
+    start is stopped (``stop``, or ``close`` for the admin client): a half-started one holds
+    connections and warns when collected."""
     try:
         await client.start()
-    except KafkaConnectionError as exc:
-        refusal = await certificate_refusal(config)
-        if refusal is not None:
-            raise refusal from exc
+    except BaseException as exc:
+        release = getattr(client, "stop", None) or getattr(client, "close", None)
+        if release is not None:
+            with contextlib.suppress(Exception):
+                await release()
+        if isinstance(exc, KafkaConnectionError):
+            refusal = await certificate_refusal(config)
+            if refusal is not None:
+                raise refusal from exc
         raise
 
 

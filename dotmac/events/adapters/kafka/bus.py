@@ -174,11 +174,7 @@ class KafkaBus(TransportBus):
                     if self.config.enable_idempotence:
                         doing += " with enable_idempotence (the broker must grant a producer id)"
                     with kafka_errors(doing, publishing=True):
-                        try:
-                            await start_client(producer, self.config)
-                        except BaseException:
-                            await producer.stop()
-                            raise
+                        await start_client(producer, self.config)
                     self._producer = producer
         return self._producer
 
@@ -188,11 +184,7 @@ class KafkaBus(TransportBus):
                 if self._admin is None:
                     admin = AIOKafkaAdminClient(**self.config.admin_kwargs())
                     with kafka_errors("admin client start"):
-                        try:
-                            await start_client(admin, self.config)
-                        except BaseException:
-                            await admin.close()
-                            raise
+                        await start_client(admin, self.config)
                     self._admin = admin
         return self._admin
 

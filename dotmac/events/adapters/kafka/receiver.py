@@ -52,6 +52,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka
 
 from dotmac.events.adapters.kafka.attempts import AttemptLog
+from dotmac.events.adapters.kafka.bootstrap import start_client
 from dotmac.events.adapters.kafka.errors import kafka_errors, unless_cancelled
 from dotmac.events.adapters.kafka.ledger import PartitionLedger, Slot
 from dotmac.events.adapters.kafka_config import KafkaConfig
@@ -111,7 +112,7 @@ class KafkaReceiver:
         """Join the group (or assign every partition, if private) and resolve start positions."""
         consumer = self._consumer
         with kafka_errors(f"consumer start on {self.topic!r}"):
-            await consumer.start()
+            await start_client(consumer, self._config)
             try:
                 if self.private:
                     tps = [TopicPartition(self.topic, p) for p in partitions]
