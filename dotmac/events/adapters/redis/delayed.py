@@ -16,15 +16,13 @@ earliest due time it knows of, and checks at least that often for events schedul
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
-from dotmac.events.backoff import ExponentialBackoff
+from dotmac.events.adapters.redis.mover import MoverLoop
 from dotmac.events.event import Event
 
 __all__ = [
@@ -39,8 +37,6 @@ __all__ = [
 logger = logging.getLogger("dotmac.events.redis")
 
 _BATCH = 500  # events one mover pass moves per topic at most (a pass is one atomic script)
-_ERROR_BACKOFF = ExponentialBackoff(base_ms=100, max_ms=5_000)
-_STOP_GRACE = 2.0  # seconds stop() lets a pass in flight finish
 
 SCHEDULE_SCRIPT = """
 for i = 3, #ARGV do redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i]) end
@@ -129,7 +125,7 @@ async def schedule(
     await client.eval(SCHEDULE_SCRIPT, 2, delayed_key(prefix, topic), index_key(prefix), *args)
 
 
-class DelayMover:
+class DelayMover(MoverLoop):
     """Moves due events into their streams until stopped; see the module docstring."""
 
     def __init__(
@@ -141,24 +137,13 @@ class DelayMover:
         poll_interval: float,
         report: Callable[[str, BaseException], None],
     ) -> None:
+        super().__init__(
+            name="dotmac-redis-delay-mover", poll_interval=poll_interval, report=report
+        )
         self._client = client
         self._prefix = prefix
         self._maxlen = "" if max_stream_length is None else str(max_stream_length)
-        self._poll = poll_interval
-        self._report = report
         self._move = client.register_script(MOVE_SCRIPT)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self.moved = 0
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="dotmac-redis-delay-mover")
-
-    def poke(self) -> None:
-        """An event was scheduled here: check when it is due instead of at the next poll."""
-        self._wake.set()
 
     async def move_once(self) -> float:
         """Move what is due now; return seconds until the earliest event still held is due
@@ -172,39 +157,3 @@ class DelayMover:
         if first is None:
             return self._poll
         return min(self._poll, max(float(first) - float(now), 0.0) + 0.001)
-
-    async def _run(self) -> None:
-        failures = 0
-        while not self._stopping:
-            self._wake.clear()  # before the pass: a poke during it is not lost
-            try:
-                wait = await self.move_once()
-            except Exception as exc:  # Redis away: the events wait in Redis, nothing is lost
-                if self._stopping:
-                    return
-                failures += 1
-                self._report("delay mover", exc)
-                await self._pause(_ERROR_BACKOFF.delay(failures))
-                continue
-            failures = 0
-            if wait > 0:
-                await self._pause(wait)
-
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-
-    async def stop(self) -> None:
-        """Stop after the pass in flight: cancelling a command mid-way could leave its pooled
-        connection half-used and unreturned; a pass that hangs is cancelled after a bound."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        _, late = await asyncio.wait([task], timeout=_STOP_GRACE)
-        if late:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

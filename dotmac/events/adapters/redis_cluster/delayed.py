@@ -16,8 +16,6 @@ delays to in a running process waits until one does (nobody would read it meanwh
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from redis.asyncio.cluster import RedisCluster
 
 from dotmac.events.adapters.redis.delayed import PUBLISH_MEMBER_LUA, held_member
-from dotmac.events.backoff import ExponentialBackoff
+from dotmac.events.adapters.redis.mover import MoverLoop
 from dotmac.events.event import Event
 
 __all__ = ["MOVE_SCRIPT", "ClusterDelayMover", "schedule"]
@@ -33,8 +31,6 @@ __all__ = ["MOVE_SCRIPT", "ClusterDelayMover", "schedule"]
 logger = logging.getLogger("dotmac.events.redis_cluster")
 
 _BATCH = 500
-_ERROR_BACKOFF = ExponentialBackoff(base_ms=100, max_ms=5_000)
-_STOP_GRACE = 2.0  # seconds stop() lets a pass in flight finish
 _CLOCK_SKEW = 1.0  # a head due this soon by our clock is checked by the server's
 
 # KEYS: the delayed set, its stream. ARGV: batch size, MAXLEN ('' for none).
@@ -70,7 +66,7 @@ async def schedule(
     await pipe.execute()
 
 
-class ClusterDelayMover:
+class ClusterDelayMover(MoverLoop):
     """Moves due events of the partitions it was given into their streams until stopped."""
 
     def __init__(
@@ -81,15 +77,12 @@ class ClusterDelayMover:
         poll_interval: float,
         report: Callable[[str, BaseException], None],
     ) -> None:
+        super().__init__(
+            name="dotmac-redis-cluster-delay-mover", poll_interval=poll_interval, report=report
+        )
         self._client = client
         self._maxlen = "" if max_stream_length is None else str(max_stream_length)
-        self._poll = poll_interval
-        self._report = report
         self._pairs: dict[str, str] = {}  # delayed set -> stream
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self.moved = 0
 
     def watch(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Move events of these ``(delayed set, stream)`` pairs from now on."""
@@ -97,15 +90,6 @@ class ClusterDelayMover:
         self._pairs.update(fresh)
         if fresh:
             self.poke()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping = False
-            self._task = asyncio.create_task(self._run(), name="dotmac-redis-cluster-delay-mover")
-
-    def poke(self) -> None:
-        """Something may be due soon: look now instead of at the next poll."""
-        self._wake.set()
 
     async def move_once(self) -> float:
         """Move what is due; return seconds until the next head is due (at most the poll)."""
@@ -138,39 +122,3 @@ class ClusterDelayMover:
             if first is not None:
                 wait = min(wait, max(float(first) - float(server_now), 0.0) + 0.001)
         return wait
-
-    async def _run(self) -> None:
-        failures = 0
-        while not self._stopping:
-            self._wake.clear()  # before the pass: a poke during it is not lost
-            try:
-                wait = await self.move_once()
-            except Exception as exc:  # the events wait in Redis; nothing is lost
-                if self._stopping:
-                    return
-                failures += 1
-                self._report("delay mover", exc)
-                await self._pause(_ERROR_BACKOFF.delay(failures))
-                continue
-            failures = 0
-            if wait > 0:
-                await self._pause(wait)
-
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-
-    async def stop(self) -> None:
-        """Stop after the pass in flight: cancelling a pipeline mid-way could leave its pooled
-        connections half-used; a pass that hangs is cancelled after a bound."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        _, late = await asyncio.wait([task], timeout=_STOP_GRACE)
-        if late:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
