@@ -95,7 +95,7 @@ class JsonCodec:
             "key": event.key,
             "ts": moment if type(moment := event.timestamp) is datetime else moment.isoformat(),
             "tenant_id": event.tenant_id,
-            "headers": dict(event.headers),
+            "headers": dict(headers) if (headers := event.headers) else {},
             "meta": None if meta is None else {f: getattr(meta, f) for f in _META_FIELDS},
             "payload": event.payload,
         }
