@@ -199,7 +199,7 @@ class RedisReceiver:
         self._held_key = held_time_key(stream, group)
         self._carried: set[str] = set()  # ids we carried erased idle time for (have a field)
         self._uncarry: list[str] = []  # acked ids whose field the next heartbeat deletes
-        self._unsent_acks: list[str] = []
+        self._unsent_acks: list[Any] = []  # entry ids: bytes as read (tokens), else text
         self._history_from: str | None = "0"  # where to read our own pending next; None: done
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
@@ -286,7 +286,7 @@ class RedisReceiver:
             self._failures = 0
         return batch
 
-    async def _read(self, max_count: int, ack_ids: list[str]) -> list[Delivery]:
+    async def _read(self, max_count: int, ack_ids: list[Any]) -> list[Delivery]:
         if self._history_from is not None:
             return await self._read_own_pending(max_count, ack_ids)
         now = time.monotonic()
@@ -309,7 +309,9 @@ class RedisReceiver:
         return self._fresh(_stream_entries(replies[-1]))
 
     def _fresh(self, entries: list[tuple[Any, Mapping[Any, Any]]]) -> list[Delivery]:
-        """Deliveries of first reads (count 1): the hot path, one entry at a time."""
+        """Deliveries of first reads (count 1): the hot path, one entry at a time. Their
+        ``token`` is the entry id as the reply carried it (bytes), which XACK sends as it is;
+        the text of ``message_id`` would be encoded again for every ack."""
         held, now, deliveries = self._held, time.monotonic(), []
         for entry_id, fields in entries:
             message_id = entry_id.decode() if type(entry_id) is bytes else str(entry_id)
@@ -319,15 +321,15 @@ class RedisReceiver:
             if len(fields) > 2 or (key is None and len(fields) > 1):  # with headers, or foreign
                 deliveries.append(self._deliver(entry_id, fields, 1))
             elif type(data) is bytes and key is None:  # ours, without a key
-                deliveries.append(Delivery(data, 1, message_id))
+                deliveries.append(Delivery(data, 1, message_id, None, None, None, entry_id))
             elif type(data) is bytes and type(key) is bytes and key.isascii():  # ours, keyed
-                deliveries.append(Delivery(data, 1, message_id, key.decode()))
+                deliveries.append(Delivery(data, 1, message_id, key.decode(), None, None, entry_id))
             else:
                 data, key, problem = _read_entry(fields)
                 deliveries.append(Delivery(data, 1, message_id, key, unreadable=problem))
         return deliveries
 
-    async def _read_own_pending(self, max_count: int, ack_ids: list[str]) -> list[Delivery]:
+    async def _read_own_pending(self, max_count: int, ack_ids: list[Any]) -> list[Delivery]:
         """Entries this consumer name held before (a restart): reading them raises their count."""
         start = self._history_from or "0"
         pipe = self._client.pipeline(transaction=False)
@@ -350,7 +352,7 @@ class RedisReceiver:
         self._history_from = _text(entries[-1][0])
         return await self._with_counts(entries, deleted=[], erased=_idle_times(replies[-2]))
 
-    async def _claim_idle(self, max_count: int, ack_ids: list[str]) -> list[Delivery]:
+    async def _claim_idle(self, max_count: int, ack_ids: list[Any]) -> list[Delivery]:
         pipe = self._client.pipeline(transaction=False)
         if ack_ids:
             pipe.xack(self.stream, self.group, *ack_ids)
@@ -470,18 +472,19 @@ class RedisReceiver:
     # --- outcomes ------------------------------------------------------------------------------
 
     def _forget(self, deliveries: Sequence[Delivery]) -> None:
-        held, carried = self._held, self._carried
+        held, carried, unsent = self._held, self._carried, self._unsent_acks
         for delivery in deliveries:
             message_id = delivery.message_id
             held.pop(message_id, None)
-            self._unsent_acks.append(message_id)
+            unsent.append(delivery.token or message_id)
             if carried and message_id in carried:
                 carried.discard(message_id)
                 self._uncarry.append(message_id)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        ids = [d.message_id for d in deliveries]
-        for message_id in ids:
+        ids = [d.token or d.message_id for d in deliveries]
+        for delivery in deliveries:
+            message_id = delivery.message_id
             self._held.pop(message_id, None)
             if message_id in self._carried:
                 self._carried.discard(message_id)
