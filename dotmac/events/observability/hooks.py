@@ -48,6 +48,7 @@ class _Route:
         "latency",
         "levels",
         "log",
+        "name",
         "series",
         "topic",
     )
@@ -74,6 +75,7 @@ class _Route:
         self.group = group
         self.adapter = adapter
         self.idle: Any = None  # a finished call, reused by the next call on this route
+        self.name = ""  # the topic's name, for consuming()'s check of its last route
 
 
 class _FusedConsuming:
@@ -177,8 +179,10 @@ class _Fused:
         self._tenant = prometheus is not None and prometheus.tenant_label
         self._consume_routes: dict[tuple[Any, ...], _Route] = {}
         self._publish_routes: dict[tuple[Any, ...], _Route] = {}
+        # The last consuming route, kept in a dict so that the collector's reset() empties it too.
+        self._last: dict[str, _Route] = {}
         # The collector's reset() forgets its topics; the routes holding them go with them.
-        collector._topic_caches += (self._consume_routes, self._publish_routes)
+        collector._topic_caches += (self._consume_routes, self._publish_routes, self._last)
 
     def _route(
         self,
@@ -217,6 +221,25 @@ class _Fused:
         return call  # type: ignore[no-any-return]
 
     def consuming(self, event: Event, *, group: str, adapter: str) -> _FusedConsuming:
+        route = self._last.get("consume")  # a subscription's calls come in runs on one route
+        if (
+            route is None
+            or route.name != event.topic
+            or route.group != group
+            or route.adapter != adapter
+        ):
+            route = self._consume_route(event, group, adapter)
+        call = route.idle
+        if call is None:
+            call = _FusedConsuming()
+            call.route = route
+        else:
+            route.idle = None
+        call.event = event
+        call.start = perf_counter()
+        return call  # type: ignore[no-any-return]
+
+    def _consume_route(self, event: Event, group: str, adapter: str) -> _Route:
         if self._tenant:
             key: tuple[Any, ...] = (event.topic, adapter, group, event.tenant_id)
         else:
@@ -229,15 +252,10 @@ class _Fused:
             )
             topic = self._collector._topic(event.topic)
             route = self._route(self._consume_routes, key, topic, series, group, adapter)
-        call = route.idle
-        if call is None:
-            call = _FusedConsuming()
-            call.route = route
-        else:
-            route.idle = None
-        call.event = event
-        call.start = perf_counter()
-        return call  # type: ignore[no-any-return]
+        route.name = event.topic
+        if not self._tenant:  # with a tenant label the route depends on the tenant too
+            self._last["consume"] = route
+        return route
 
     def retried(
         self,
