@@ -110,7 +110,7 @@ async def test_publish_many_overflowing_a_batch_keeps_order(kafka_bootstrap: str
     assert payloads == list(range(60))
 
 
-async def test_an_oversized_record_fails_the_call_and_the_others_land(
+async def test_an_oversized_record_refuses_the_whole_call(
     kafka_bootstrap: str,
 ) -> None:
     bus = create_kafka_bus(kafka_test_config(kafka_bootstrap, max_request_size=4096))
@@ -119,20 +119,23 @@ async def test_an_oversized_record_fails_the_call_and_the_others_land(
         await bus.publish(Event(topic, "warm-up"))
         with pytest.raises(EncodeError, match="max_event_bytes"):  # refused before sending
             await bus.publish_many([Event(topic, 0), Event(topic, "x" * 10_000)])
-        # Within max_event_bytes (= max_request_size) but over it with the record's overhead:
+        # Within max_event_bytes (= max_request_size) but over it with the record's overhead
+        # (key and headers): the whole call is refused too, as the engine refuses it.
         overhead = len(JsonCodec().encode(Event(topic, "")))
         at_limit = Event(topic, "x" * (4096 - overhead))
-        with pytest.raises(PublishError, match="MessageSizeTooLarge"):
+        with pytest.raises(PublishError, match="MessageSizeTooLarge") as whole:
             await bus.publish_many([Event(topic, 1), at_limit, Event(topic, 3)])
+        assert whole.value.may_have_been_written is False
+        assert whole.value.retryable is False
         with pytest.raises(PublishError, match="MessageSizeTooLarge") as refused:
             await bus.publish(at_limit)
         assert refused.value.may_have_been_written is False  # refused: safe to send again
+        await bus.publish(Event(topic, "after"))
     finally:
         await bus.close(timeout=5.0)
-    records = await read_all(kafka_bootstrap, topic, 3)
+    records = await read_all(kafka_bootstrap, topic, 2)
     assert sorted(str(JsonCodec().decode(r.value).payload) for r in records) == [
-        "1",
-        "3",
+        "after",
         "warm-up",
     ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -342,6 +343,50 @@ async def test_kafka_stalled_publish_is_not_sent_again_and_is_stored_once() -> N
     assert isinstance(error, PublishError) and error.may_have_been_written
     assert took < 1.5 + 1.0  # request_timeout_ms, not the stall's length
     assert outcomes.handled[str(stalled.id)] == 1
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(120)
+async def test_kafka_stalled_publish_many_ends_by_its_deadline_and_leaves_nothing_behind() -> None:
+    """A stalled broker and a publish_many of 12 records of one key, a batch each
+    (``batch_size`` below two records): aiokafka queues a partition's next batch only once the
+    one before it is done, so the call used to wait up to ``request_timeout_ms`` per batch
+    (7 s here). It ends by ``delivery_timeout_ms``, and the deliveries nobody awaits any more
+    leave no "exception was never retrieved" behind."""
+    unhandled: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    try:
+        async with tansu_behind_proxy() as (_server, proxy):
+            topic = unique_topic("faults")
+            config = _kafka_config(
+                proxy,
+                request_timeout_ms=1_000,
+                delivery_timeout_ms=2_000,
+                num_partitions=1,
+                batch_size=2_000,
+            )
+            bus = create_kafka_bus(config)
+            try:
+                await bus.publish(Event(topic, "before"))
+                proxy.stall()
+                started = time.monotonic()
+                with pytest.raises(PublishError) as failed:
+                    await bus.publish_many([Event(topic, "x" * 1_500, key="k")] * 12)
+                took = time.monotonic() - started
+                await asyncio.sleep(2.5)  # aiokafka gives up on the held batches meanwhile
+                proxy.resume()
+            finally:
+                await bus.close(timeout=5.0)
+            gc.collect()
+            await asyncio.sleep(0.1)
+    finally:
+        loop.set_exception_handler(previous)
+    print(f"\nkafka stall, publish_many of 12: failed after {took:.2f}s: {failed.value!r}")
+    assert took < 2.0 + 0.5
+    assert failed.value.may_have_been_written is True
+    assert [c.get("message") for c in unhandled] == []
 
 
 @pytest.mark.kafka

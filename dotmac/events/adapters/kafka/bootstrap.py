@@ -15,9 +15,12 @@ from typing import Any, Protocol
 
 from aiokafka.errors import KafkaConnectionError
 
+from dotmac.events.adapters.kafka.errors import unless_cancelled
 from dotmac.events.adapters.kafka_config import KafkaConfig
 
 __all__ = ["certificate_refusal", "start_client"]
+
+_PROBE_TIMEOUT = 5.0  # seconds: a server that does not finish a handshake by then is down
 
 
 class _Startable(Protocol):
@@ -34,8 +37,8 @@ async def start_client(client: _Startable, config: KafkaConfig) -> None:
     except BaseException as exc:
         release = getattr(client, "stop", None) or getattr(client, "close", None)
         if release is not None:
-            with contextlib.suppress(Exception):
-                await release()
+            with contextlib.suppress(Exception):  # a failed stop must not hide why start failed
+                await unless_cancelled(release())
         if isinstance(exc, KafkaConnectionError):
             refusal = await certificate_refusal(config)
             if refusal is not None:
@@ -45,20 +48,29 @@ async def start_client(client: _Startable, config: KafkaConfig) -> None:
 
 async def certificate_refusal(config: KafkaConfig) -> ssl.SSLCertVerificationError | None:
     """The verification error a TLS handshake with a bootstrap server gets, if any (None over
-    plaintext, or when no server can be reached or every handshake succeeds)."""
+    plaintext, or when no server can be reached or every handshake succeeds). The servers are
+    tried at once, each for at most ``_PROBE_TIMEOUT`` seconds."""
     context = config.tls_context()
     if context is None:
         return None
-    for server in config.bootstrap_list():
-        host, _, port = server.rpartition(":")
-        try:
-            async with asyncio.timeout(config.request_timeout_ms / 1000):
-                _, writer = await asyncio.open_connection(host.strip("[]"), int(port), ssl=context)
-        except ssl.SSLCertVerificationError as exc:
-            return exc
-        except (OSError, TimeoutError, ValueError):
-            continue
-        writer.transport.abort()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    outcomes = await asyncio.gather(
+        *(_handshake(server, context, config) for server in config.bootstrap_list())
+    )
+    return next((refusal for refusal in outcomes if refusal is not None), None)
+
+
+async def _handshake(
+    server: str, context: ssl.SSLContext, config: KafkaConfig
+) -> ssl.SSLCertVerificationError | None:
+    host, _, port = server.rpartition(":")
+    try:
+        async with asyncio.timeout(min(config.request_timeout_ms / 1000, _PROBE_TIMEOUT)):
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port), ssl=context)
+    except ssl.SSLCertVerificationError as exc:
+        return exc
+    except (OSError, TimeoutError, ValueError):
+        return None
+    writer.transport.abort()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
     return None

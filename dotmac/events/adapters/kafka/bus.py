@@ -16,27 +16,21 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
-from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from dotmac.events.adapters.kafka.attempts import AttemptLog
 from dotmac.events.adapters.kafka.bootstrap import start_client
 from dotmac.events.adapters.kafka.delay import DelayMover, tier_records
 from dotmac.events.adapters.kafka.errors import (
-    is_retriable,
     kafka_errors,
-    surely_unwritten,
-    translate,
     unless_cancelled,
 )
+from dotmac.events.adapters.kafka.producing import Record, produce
 from dotmac.events.adapters.kafka.reader import read_topic
 from dotmac.events.adapters.kafka.receiver import KafkaReceiver
 from dotmac.events.adapters.kafka.records import (
@@ -64,41 +58,6 @@ __all__ = ["KafkaBus", "create_kafka_bus", "kafka_headers"]
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _TOPIC_EXISTS = 36
 _COMPRESSION_LIBS = {"gzip": has_gzip, "snappy": has_snappy, "lz4": has_lz4, "zstd": has_zstd}
-_PARTITIONER = DefaultPartitioner()  # the producer's own: producer_kwargs() sets no partitioner
-
-_Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    """Why a record was not acknowledged; ``left``: it was queued to go to the broker (so
-    it may be stored), not refused before that."""
-
-    error: BaseException
-    left: bool = True
-
-    @property
-    def maybe_written(self) -> bool:
-        return self.left and not surely_unwritten(self.error)
-
-    @property
-    def resendable(self) -> bool:
-        """Sending it again can succeed and cannot store a second copy."""
-        return is_retriable(self.error) and not self.maybe_written
-
-
-async def _delivered(delivery: asyncio.Future[Any], deadline: float) -> _Failure | None:
-    """Wait for aiokafka's delivery future until ``deadline`` (loop time). It is not
-    cancelled on timeout: the idempotent producer retries a batch without end, and the record
-    may still be stored, which the error says."""
-    remaining = deadline - asyncio.get_running_loop().time()
-    done, _ = await asyncio.wait([delivery], timeout=max(remaining, 0.0))
-    if not done:
-        return _Failure(KafkaTimeoutError("no acknowledgement within delivery_timeout_ms"))
-    if delivery.cancelled():
-        return _Failure(asyncio.CancelledError())
-    error = delivery.exception()
-    return None if error is None else _Failure(error)
 
 
 def kafka_headers(event: Event) -> list[tuple[str, bytes]]:
@@ -249,48 +208,23 @@ class KafkaBus(TransportBus):
             ]
         )
 
-    async def _send_records(self, records: list[_Record]) -> None:
-        """Produce records to their topics (checked and created first); PublishError if some
-        fail. aiokafka retries a sent batch itself (deduplicated by the broker with
-        ``enable_idempotence``); the bus sends a record again only where the broker certainly
-        holds nothing of it, at most ``retries`` times, within ``delivery_timeout_ms``. A record
-        that may have been written is never sent again here: a second produce would be a
-        second copy, which not even the idempotent producer removes."""
+    async def _send_records(self, records: list[Record]) -> None:
+        """Produce records to their topics (checked and created first), all within
+        ``delivery_timeout_ms``; see ``producing.py`` for resends and errors."""
+        deadline = asyncio.get_running_loop().time() + self.config.delivery_timeout_ms / 1000
         producer = self._producer
         if producer is None or any(record[0] not in self._topics for record in records):
-            producer = await self._ready_to_send({record[0] for record in records})
-        config = self.config
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + config.delivery_timeout_ms / 1000
-        resends = 0
-        while True:
-            if len(records) == 1:
-                outcomes = [await self._send_record(producer, records[0], deadline)]
-            else:
-                outcomes = await self._send_batches(producer, records, deadline)
-            failed = [
-                (record, outcome)
-                for record, outcome in zip(records, outcomes, strict=True)
-                if outcome is not None
-            ]
-            if not failed:
-                return
-            backoff = config.retry_backoff_ms / 1000
-            if (
-                not all(failure.resendable for _, failure in failed)
-                or resends >= config.retries
-                or loop.time() + backoff >= deadline
-            ):
-                failure = next((f for _, f in failed if f.maybe_written), failed[0][1])
-                raise translate(
-                    failure.error,
-                    f"publish of {len(failed)} event(s)",
-                    publishing=True,
-                    left=failure.left,
-                ) from failure.error
-            resends += 1
-            records = [record for record, _ in failed]
-            await asyncio.sleep(backoff)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    producer = await self._ready_to_send({record[0] for record in records})
+            except TimeoutError as exc:
+                raise PublishError(
+                    "kafka: publish failed (retriable): checking the topics and starting the "
+                    "producer took longer than delivery_timeout_ms",
+                    retryable=True,
+                    may_have_been_written=False,
+                ) from exc
+        await produce(producer, records, self.config, deadline)
 
     async def _ready_to_send(self, topics: set[str]) -> AIOKafkaProducer:
         """Check and create (or look up) the topics, start the producer: once per topic, so
@@ -311,99 +245,6 @@ class KafkaBus(TransportBus):
                     str(exc), retryable=exc.retryable, may_have_been_written=False
                 ) from exc
         return await self._get_producer()
-
-    @staticmethod
-    async def _send_record(
-        producer: AIOKafkaProducer, record: _Record, deadline: float
-    ) -> _Failure | None:
-        """One record through ``send``: it joins the batch aiokafka is lingering on, and only
-        its own delivery is awaited, until ``deadline`` (loop time)."""
-        topic, key, value, headers = record
-        try:
-            delivery = await producer.send(topic, value, key=key, headers=headers)
-        except Exception as exc:  # refused or no metadata: never queued
-            return _Failure(exc, left=False)
-        return await _delivered(delivery, deadline)
-
-    async def _send_batches(
-        self, producer: AIOKafkaProducer, records: Sequence[_Record], deadline: float
-    ) -> list[_Failure | None]:
-        """Many records as closed batches, one chain per partition, in order: the batch is
-        already formed, so it goes out without waiting ``linger_ms`` (what Java's ``flush()``
-        does). Partitions are chosen as ``send`` would choose them (the same partitioner over
-        the same metadata), so a key lands where its single publishes land. Then every batch's
-        delivery is awaited at once, until ``deadline``. One outcome per record, in order."""
-        limit = self.config.max_request_size
-        outcomes: list[_Failure | None] = [None] * len(records)
-        chains: dict[tuple[str, int], list[Any]] = {}  # aiokafka BatchBuilders
-        placed: list[tuple[str, int, int] | None] = []
-        partitions: dict[str, tuple[list[int], list[int]]] = {}
-        by_key: dict[tuple[str, bytes], int] = {}
-        for i, (topic, key, value, headers) in enumerate(records):
-            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
-            if size > limit:
-                outcomes[i] = _Failure(
-                    MessageSizeTooLargeError(
-                        f"the record is {size} bytes, above max_request_size ({limit})"
-                    ),
-                    left=False,
-                )
-                placed.append(None)
-                continue
-            partition = by_key.get((topic, key)) if key is not None else None
-            if partition is None:
-                known = partitions.get(topic)
-                if known is None:
-                    try:
-                        known = partitions[topic] = await self._partitions(producer, topic)
-                    except Exception as exc:  # no metadata in time: retriable, like send()'s
-                        outcomes[i] = _Failure(exc, left=False)
-                        placed.append(None)
-                        continue
-                partition = _PARTITIONER(key, *known)
-                if key is not None:
-                    by_key[topic, key] = partition
-            chain = chains.setdefault((topic, partition), [])
-            last = chain[-1] if chain else None
-            if (
-                last is None
-                or last.append(key=key, value=value, timestamp=None, headers=headers) is None
-            ):
-                # no batch yet, or the last one is full: a new one takes the record
-                builder = producer.create_batch()
-                builder.append(key=key, value=value, timestamp=None, headers=headers)
-                chain.append(builder)
-            placed.append((topic, partition, len(chain) - 1))
-        deliveries: dict[tuple[str, int, int], Any] = {}
-        for (topic, partition), chain in chains.items():
-            for n, builder in enumerate(chain):
-                builder.close()
-                try:
-                    deliveries[topic, partition, n] = await producer.send_batch(
-                        builder, topic, partition=partition
-                    )
-                except Exception as exc:  # never queued
-                    deliveries[topic, partition, n] = _Failure(exc, left=False)
-        ends = {
-            where: await _delivered(delivery, deadline)
-            for where, delivery in deliveries.items()
-            if not isinstance(delivery, _Failure)
-        }
-        for i, where in enumerate(placed):
-            if where is not None:
-                delivery = deliveries[where]
-                outcomes[i] = delivery if isinstance(delivery, _Failure) else ends[where]
-        return outcomes
-
-    @staticmethod
-    async def _partitions(producer: AIOKafkaProducer, topic: str) -> tuple[list[int], list[int]]:
-        """(all, available) partitions of ``topic``, listed the way ``send`` lists them."""
-        cluster = producer.client.cluster
-        if cluster.partitions_for_topic(topic) is None:
-            await producer.partitions_for(topic)  # waits for the topic's metadata
-        every = list(cluster.partitions_for_topic(topic) or ())
-        available = list(cluster.available_partitions_for_topic(topic) or ())
-        return every, available
 
     async def _open_receiver(
         self, topic: str, group: str, *, private: bool, prefetch: int, from_beginning: bool = False

@@ -108,11 +108,14 @@ def surely_unwritten(exc: BaseException) -> bool:
 
 
 def translate(
-    exc: BaseException, doing: str, *, publishing: bool = False, left: bool = True
+    exc: BaseException,
+    doing: str,
+    *,
+    publishing: bool = False,
+    may_have_been_written: bool | None = None,
 ) -> EventBusError:
-    """Our error for a failure of ``doing``; PublishError when an event was being published.
-    ``left=False``: the record never left this process (refused before it was queued), so the
-    broker holds nothing of it whatever the error."""
+    """Our error for a failure of ``doing``; PublishError when an event was being published,
+    saying ``may_have_been_written`` when the caller knows (else judged from ``exc``)."""
     if isinstance(exc, EventBusError):
         return exc
     if is_auth_error(exc):
@@ -127,7 +130,11 @@ def translate(
         return PublishError(
             message,
             retryable=retryable,
-            may_have_been_written=left and not surely_unwritten(exc),
+            may_have_been_written=(
+                not surely_unwritten(exc)
+                if may_have_been_written is None
+                else may_have_been_written
+            ),
         )
     return TransportError(message, retryable=retryable)
 

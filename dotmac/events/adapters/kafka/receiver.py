@@ -16,9 +16,12 @@ the handled record would be dead-lettered unhandled, and the crashing one never.
 first record of an assignment is one the log already counts (its previous owner handed it
 out and did not commit past it), the partition is replayed carefully: one record at a time,
 each counted in the log before it is handed out and committed before the next, for as many
-records as the subscription holds at once (the most a fetch asked for: its prefetch, which
-bounds what the previous owner held uncommitted). Handled records then leave the log as they
-are committed and the crashing one gains a count per crash. Other partitions are not held.
+records as the subscription holds at once (the most a fetch asked for: its prefetch, what the
+previous owner usually held uncommitted). Handled records then leave the log as they are
+committed and the crashing one gains a count per crash. A crashing record further on (behind
+one slow record, up to ``max_uncommitted`` finished ones can wait uncommitted) reaches a
+careful window a few crashes later, and a handled record is counted at most twice meanwhile.
+Other partitions are not held.
 
 In a rebalance, revoked partitions stop being handed out, their in-flight handlers get
 ``revoke_timeout_ms`` to finish, what finished is committed, and their ledgers are dropped:
@@ -444,7 +447,8 @@ class KafkaReceiver:
         for ledger, position in offsets.items():
             if ledger.careful() and ledger.partition in self._fetched:
                 self._settled.set()  # its next record is here: a waiting poll hands it out
-            ledger.committed = position
+            if ledger.committed is None or position > ledger.committed:
+                ledger.committed = position  # a retried lower commit never moves it back
         resumed = False
         for ledger in ledgers:
             if ledger.paused and len(ledger) < self._config.max_uncommitted:
