@@ -44,8 +44,8 @@ class KafkaConfig:
     ``acks``                    ``acks`` (``"all"``, 1 or 0; -1 means ``"all"``)
     ``retries``                 not an aiokafka parameter. aiokafka retries a sent batch by itself
                                 until ``request_timeout_ms``; the bus sends a record again only
-                                where the broker certainly holds nothing of it (refused, or never
-                                sent), at most ``retries`` times, and a publish fails by
+                                if it never reached aiokafka's queue (refused locally, no
+                                metadata in time), at most ``retries`` times; a publish fails by
                                 ``delivery_timeout_ms`` from the first try whatever happens (Java's
                                 ``retries`` + ``delivery.timeout.ms``). 0: no resend.
     ``compression_type``        ``compression_type`` (snappy, lz4, zstd: ``cramjam``)
