@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -145,7 +145,6 @@ class SubscribingBus(PublishingBus):
         call = make_awaitable(handler if typed is None else typed[0], self._handler_threads)
         chain = [*self._middleware, *middleware]
         group_name = group or f"private-{uuid.uuid4().hex}"
-        subscriptions: list[Subscription] = []
 
         async def open_topic(name: str, from_beginning: bool = False) -> Subscription:
             schema = self._schemas.get(name) if typed is None else typed[1]
@@ -183,17 +182,7 @@ class SubscribingBus(PublishingBus):
                 raise
             return SubscriptionSet([main, retries])
 
-        try:
-            for name in topics:
-                if name in patterns:
-                    one = await self._follow(patterns[name], group_name, policy, open_topic)
-                else:
-                    one = await open_topic(name)
-                subscriptions.append(one)
-        except BaseException:
-            await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
-            raise
-        return subscriptions[0] if len(subscriptions) == 1 else SubscriptionSet(subscriptions)
+        return await self._open_all(topics, patterns, group_name, policy, open_topic)
 
     async def _subscribe_one(
         self,
@@ -315,18 +304,7 @@ class SubscribingBus(PublishingBus):
             subscription.start()
             return subscription
 
-        subscriptions: list[Subscription] = []
-        try:
-            for name in topics:
-                if name in patterns:
-                    one = await self._follow(patterns[name], group_name, policy, open_topic)
-                else:
-                    one = await open_topic(name)
-                subscriptions.append(one)
-        except BaseException:
-            await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
-            raise
-        return subscriptions[0] if len(subscriptions) == 1 else SubscriptionSet(subscriptions)
+        return await self._open_all(topics, patterns, group_name, policy, open_topic)
 
     async def _subscribe_with_codec(
         self,
@@ -350,6 +328,29 @@ class SubscribingBus(PublishingBus):
             await self.publish_later(retry_topic, [event], self._now() + delay)
 
         return reschedule
+
+    async def _open_all(
+        self,
+        topics: Sequence[str],
+        patterns: Mapping[str, TopicPattern],
+        group: str,
+        policy: FailurePolicy | None,
+        open_topic: Callable[[str, bool], Any],
+    ) -> Subscription:
+        """One subscription per topic (a followed pattern for a glob), as one; if any fails to
+        open, those already open are closed."""
+        subscriptions: list[Subscription] = []
+        try:
+            for name in topics:
+                if name in patterns:
+                    one = await self._follow(patterns[name], group, policy, open_topic)
+                else:
+                    one = await open_topic(name, False)
+                subscriptions.append(one)
+        except BaseException:
+            await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
+            raise
+        return subscriptions[0] if len(subscriptions) == 1 else SubscriptionSet(subscriptions)
 
     async def _follow(
         self,
