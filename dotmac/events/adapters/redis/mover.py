@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from dotmac.events.backoff import ExponentialBackoff
@@ -20,7 +21,7 @@ _ERROR_BACKOFF = ExponentialBackoff(base_ms=100, max_ms=5_000)
 _STOP_GRACE = 2.0  # seconds stop() lets a pass in flight finish
 
 
-class MoverLoop:
+class MoverLoop(ABC):
     """Runs :meth:`move_once` until stopped; subclasses say what one pass does."""
 
     def __init__(
@@ -34,9 +35,9 @@ class MoverLoop:
         self._stopping = False
         self.moved = 0
 
+    @abstractmethod
     async def move_once(self) -> float:
         """Move what is due; return seconds until the next pass (at most the poll interval)."""
-        raise NotImplementedError
 
     def start(self) -> None:
         if self._task is None:
